@@ -1,0 +1,1 @@
+//! AdmissionReview v1 in and out: decode, call `plan`, ensure copies, encode.

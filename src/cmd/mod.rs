@@ -1,0 +1,9 @@
+//! One module per subcommand. Each `run` returns the process exit code.
+
+pub mod audit;
+pub mod certs;
+pub mod check;
+pub mod explain;
+pub mod review;
+pub mod secret;
+pub mod serve;

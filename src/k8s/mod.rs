@@ -1,0 +1,2 @@
+//! Everything that talks to the API server: watches (policy ConfigMap, namespaces, secrets)
+//! and the Secret copies.

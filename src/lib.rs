@@ -1,0 +1,21 @@
+//! pullsecret-injector: a mutating admission webhook that gives every Pod the image pull
+//! secrets its images need and keeps their copies current.
+
+pub mod admission;
+pub mod cli;
+pub mod cmd;
+pub mod k8s;
+pub mod keyring;
+pub mod metrics;
+pub mod plan;
+pub mod policy;
+pub mod reference;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
+
+/// Installs the one rustls crypto provider (ring) for the process. Safe to call twice.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,111 @@
+//! Prometheus metrics. One `Metrics` is shared by the request path, the reloaders and the
+//! cluster side; `/metrics` encodes its registry as Prometheus text.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Admission requests by result: patched, unchanged, invalid, error.
+    pub requests: Family<ResultLabel, Counter>,
+    /// Responses that carried a patch.
+    pub patches: Counter,
+    /// Time to answer one admission request.
+    pub latency: Histogram,
+    /// Policy loads that failed (the last good policy stayed).
+    pub policy_reload_errors: Counter,
+    /// Generation of the policy in use (increments on every successful load).
+    pub policy_generation: Gauge,
+    /// Certificate reloads by result: ok, error.
+    pub tls_reloads: Family<ResultLabel, Counter>,
+    /// Secret copy writes by operation: created, updated, failed.
+    pub copies: Family<OperationLabel, Counter>,
+    /// Target names held by a Secret we do not manage.
+    pub unmanaged_conflicts: Counter,
+    /// Copies whose content differed from their source and were repaired.
+    pub drift_repaired: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pullsecret_injector");
+        let requests = Family::<ResultLabel, Counter>::default();
+        registry.register("admission_requests", "Admission requests by result", requests.clone());
+        let patches = Counter::default();
+        registry.register("admission_patches", "Admission responses that carried a patch", patches.clone());
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register("admission_duration_seconds", "Time to answer an admission request", latency.clone());
+        let policy_reload_errors = Counter::default();
+        registry.register(
+            "policy_reload_errors",
+            "Policy loads that failed; the last good policy stayed in use",
+            policy_reload_errors.clone(),
+        );
+        let policy_generation = Gauge::default();
+        registry.register("policy_generation", "Generation of the policy in use", policy_generation.clone());
+        let tls_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register("tls_reloads", "Certificate reloads by result", tls_reloads.clone());
+        let copies = Family::<OperationLabel, Counter>::default();
+        registry.register("secret_copies", "Secret copy writes by operation", copies.clone());
+        let unmanaged_conflicts = Counter::default();
+        registry.register(
+            "unmanaged_conflicts",
+            "Target Secrets that exist but are not managed by us (left untouched)",
+            unmanaged_conflicts.clone(),
+        );
+        let drift_repaired = Counter::default();
+        registry.register("drift_repaired", "Copies that differed from their source and were repaired", drift_repaired.clone());
+        Self {
+            registry,
+            requests,
+            patches,
+            latency,
+            policy_reload_errors,
+            policy_generation,
+            tls_reloads,
+            copies,
+            unmanaged_conflicts,
+            drift_repaired,
+        }
+    }
+
+    pub fn request(&self, result: &str) {
+        self.requests.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+    }
+
+    pub fn copy(&self, operation: &str) {
+        self.copies.get_or_create(&OperationLabel { operation: operation.to_string() }).inc();
+    }
+
+    pub fn tls_reload(&self, result: &str) {
+        self.tls_reloads.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

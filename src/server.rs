@@ -1,0 +1,1 @@
+//! HTTPS listener for /mutate, plain listener for health and metrics, graceful shutdown.

@@ -1,0 +1,144 @@
+//! What the request path shares: the current policy, cached namespace labels, the secret
+//! ensurer (when a cluster is there), metrics and readiness. Everything here is read without I/O.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use crate::metrics::Metrics;
+use crate::plan::SecretNeed;
+use crate::policy::Policy;
+
+/// The running policy. A reload swaps it atomically; a failed reload leaves it in place.
+#[derive(Default)]
+pub struct PolicyStore {
+    current: ArcSwapOption<Policy>,
+    generation: AtomicU64,
+}
+
+impl PolicyStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self) -> Option<Arc<Policy>> {
+        self.current.load_full()
+    }
+
+    /// Installs a new policy and returns its generation (1 for the first one).
+    pub fn set(&self, policy: Policy) -> u64 {
+        self.current.store(Some(Arc::new(policy)));
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+/// Namespace labels from a watch cache (rule selectors need them).
+pub trait NamespaceLabels: Send + Sync {
+    /// `None` when the namespace is not (yet) known to the cache.
+    fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+}
+
+/// Used when there is no cluster: only the labels given on the command line, or none.
+#[derive(Default)]
+pub struct StaticNamespaces(pub BTreeMap<String, BTreeMap<String, String>>);
+
+impl NamespaceLabels for StaticNamespaces {
+    fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.0.get(namespace).cloned()
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Makes sure the Secrets a Pod is given exist in its namespace (the cluster side).
+pub trait SecretEnsurer: Send + Sync {
+    /// Ensures every secret in `needs` exists in `namespace`, taking at most `deadline`.
+    /// Returns warnings for the admission response; failures are retried in the background.
+    fn ensure<'a>(
+        &'a self,
+        namespace: &'a str,
+        needs: &'a [SecretNeed],
+        deadline: Duration,
+    ) -> BoxFuture<'a, Vec<String>>;
+}
+
+/// Readiness conditions by component, with a human-readable detail for /readyz.
+#[derive(Default)]
+pub struct Health {
+    conditions: Mutex<BTreeMap<String, Result<String, String>>>,
+}
+
+impl Health {
+    /// Registers a component that must become ready before /readyz says ok.
+    pub fn pending(&self, component: &str, detail: &str) {
+        self.lock().insert(component.to_string(), Err(detail.to_string()));
+    }
+
+    pub fn ready(&self, component: &str, detail: impl Into<String>) {
+        self.lock().insert(component.to_string(), Ok(detail.into()));
+    }
+
+    pub fn not_ready(&self, component: &str, detail: impl Into<String>) {
+        self.lock().insert(component.to_string(), Err(detail.into()));
+    }
+
+    /// (all ready, one line per component)
+    pub fn report(&self) -> (bool, Vec<String>) {
+        let conditions = self.lock();
+        let ok = conditions.values().all(Result::is_ok);
+        let lines = conditions
+            .iter()
+            .map(|(name, state)| match state {
+                Ok(detail) => format!("[+] {name} ok: {detail}"),
+                Err(detail) => format!("[-] {name} not ready: {detail}"),
+            })
+            .collect();
+        (ok, lines)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Result<String, String>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.conditions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Shared state of the webhook's request path.
+#[derive(Clone)]
+pub struct AppState {
+    pub policy: Arc<PolicyStore>,
+    pub namespaces: Arc<dyn NamespaceLabels>,
+    pub ensurer: Option<Arc<dyn SecretEnsurer>>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Always excluded from injection.
+    pub webhook_namespace: String,
+    pub copy_deadline: Duration,
+}
+
+impl AppState {
+    /// State for offline use and tests: no cluster, labels only from `namespaces`.
+    pub fn offline(policy: Option<Policy>, webhook_namespace: &str) -> Self {
+        let store = PolicyStore::new();
+        if let Some(p) = policy {
+            store.set(p);
+        }
+        Self {
+            policy: Arc::new(store),
+            namespaces: Arc::new(StaticNamespaces::default()),
+            ensurer: None,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            webhook_namespace: webhook_namespace.to_string(),
+            copy_deadline: Duration::from_secs(1),
+        }
+    }
+}

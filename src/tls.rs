@@ -1,0 +1,1 @@
+//! PEM loading and reload on change; self-signed generation.
