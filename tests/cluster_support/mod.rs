@@ -287,15 +287,19 @@ pub fn admission_review(uid: &str, namespace: &str, image: &str, dry_run: bool) 
             "namespace": namespace,
             "operation": "CREATE",
             "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "web-", "namespace": namespace},
-                "spec": {"containers": [{"name": "app", "image": image}]}
-            },
+            "object": pod_object(namespace, image),
             "oldObject": null,
             "dryRun": dry_run,
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
         }
+    })
+}
+
+pub fn pod_object(namespace: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": namespace},
+        "spec": {"containers": [{"name": "app", "image": image}]}
     })
 }
 
@@ -306,7 +310,7 @@ pub fn injected_names(response: &Value) -> Vec<String> {
     };
     let bytes = base64::engine::general_purpose::STANDARD.decode(patch).expect("patch base64");
     let ops: Value = serde_json::from_slice(&bytes).expect("patch JSON");
-    let mut pod = json!({"spec": {"containers": []}});
+    let mut pod = pod_object("any", IMAGE);
     json_patch::patch(&mut pod, &serde_json::from_value::<json_patch::Patch>(ops).expect("patch ops").0)
         .expect("patch applies");
     pod["spec"]["imagePullSecrets"]
