@@ -22,7 +22,9 @@ async fn first_pod_in_new_namespace_gets_copy_before_response_and_next_100_pods_
     assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
 
     // No polling: the copy must exist when the answer arrives.
-    let copy = api.get_secret("team-a", SECRET).expect("copy exists before the response");
+    let copy = api
+        .get_secret("team-a", SECRET)
+        .expect("copy exists before the response");
     let source = api.get_secret(SOURCE_NS, SECRET).expect("source");
     assert!(is_managed_copy(&copy), "{:?}", copy.metadata);
     assert_eq!(copy.type_, source.type_);
@@ -30,19 +32,34 @@ async fn first_pod_in_new_namespace_gets_copy_before_response_and_next_100_pods_
     let hash = copy.metadata.annotations.clone().unwrap_or_default()[HASH_ANNOTATION].clone();
     assert!(hash.starts_with("sha256:") && hash.len() == 71, "{hash}");
     assert!(copy.metadata.owner_references.is_none());
-    assert_eq!(hook.metric("pullsecret_injector_secret_copies_total{operation=\"created\"}").await, 1.0);
+    assert_eq!(
+        hook.metric("pullsecret_injector_secret_copies_total{operation=\"created\"}")
+            .await,
+        1.0
+    );
 
     // Further Pods in that namespace need no API call at all.
     api.clear_requests();
     for batch in 0..10 {
         let answers = join_all((0..10).map(|_| hook.admit("team-a", IMAGE, false))).await;
         for (response, _) in answers {
-            assert_eq!(injected_names(&response), vec![SECRET.to_string()], "batch {batch}");
+            assert_eq!(
+                injected_names(&response),
+                vec![SECRET.to_string()],
+                "batch {batch}"
+            );
             assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
         }
     }
-    let calls: Vec<_> = api.requests().into_iter().filter(|r| r.is_api_call()).collect();
-    assert!(calls.is_empty(), "API calls during 100 admissions: {calls:?}");
+    let calls: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_api_call())
+        .collect();
+    assert!(
+        calls.is_empty(),
+        "API calls during 100 admissions: {calls:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,8 +75,14 @@ async fn dry_run_gets_the_reference_and_writes_nothing() {
     let (response, _) = hook.admit("team-wet", IMAGE, false).await;
     assert_eq!(injected_names(&response), vec![SECRET.to_string()]);
     assert!(api.get_secret("team-wet", SECRET).is_some());
-    assert!(api.get_secret("team-dry", SECRET).is_none(), "dry run created a copy");
-    assert_eq!(api.count(&Match::any().method("POST").namespace("team-dry")), 0);
+    assert!(
+        api.get_secret("team-dry", SECRET).is_none(),
+        "dry run created a copy"
+    );
+    assert_eq!(
+        api.count(&Match::any().method("POST").namespace("team-dry")),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,19 +96,39 @@ async fn unmanaged_secret_of_the_same_name_is_untouched_with_warning_and_event()
     for _ in 0..2 {
         let (response, _) = hook.admit("team-u", IMAGE, false).await;
         assert_eq!(response["allowed"], true);
-        assert_eq!(injected_names(&response), vec![SECRET.to_string()], "still referenced");
+        assert_eq!(
+            injected_names(&response),
+            vec![SECRET.to_string()],
+            "still referenced"
+        );
         let warns = warnings(&response);
         assert!(
-            warns.iter().any(|w| w.contains(SECRET) && w.contains("not managed")),
+            warns
+                .iter()
+                .any(|w| w.contains(SECRET) && w.contains("not managed")),
             "{warns:?}"
         );
     }
-    let after = serde_json::to_value(api.get_secret("team-u", SECRET).expect("still there")).expect("json");
+    let after =
+        serde_json::to_value(api.get_secret("team-u", SECRET).expect("still there")).expect("json");
     assert_eq!(before, after, "unmanaged Secret was modified");
     assert_eq!(
-        api.count(&Match::any().resource("secrets").namespace("team-u").method("PUT"))
-            + api.count(&Match::any().resource("secrets").namespace("team-u").method("PATCH"))
-            + api.count(&Match::any().resource("secrets").namespace("team-u").method("DELETE")),
+        api.count(
+            &Match::any()
+                .resource("secrets")
+                .namespace("team-u")
+                .method("PUT")
+        ) + api.count(
+            &Match::any()
+                .resource("secrets")
+                .namespace("team-u")
+                .method("PATCH")
+        ) + api.count(
+            &Match::any()
+                .resource("secrets")
+                .namespace("team-u")
+                .method("DELETE")
+        ),
         0
     );
 
@@ -96,11 +139,20 @@ async fn unmanaged_secret_of_the_same_name_is_untouched_with_warning_and_event()
             .find(|e| e["reason"] == "UnmanagedSecretExists")
     })
     .await;
-    let regarding = event.get("regarding").or_else(|| event.get("involvedObject")).cloned().unwrap_or(Value::Null);
+    let regarding = event
+        .get("regarding")
+        .or_else(|| event.get("involvedObject"))
+        .cloned()
+        .unwrap_or(Value::Null);
     assert_eq!(regarding["kind"], "Secret");
     assert_eq!(regarding["name"], SECRET);
     assert_eq!(event["type"], "Warning");
-    assert_eq!(hook.metric("pullsecret_injector_unmanaged_conflicts_total").await, 1.0, "counted once per Secret");
+    assert_eq!(
+        hook.metric("pullsecret_injector_unmanaged_conflicts_total")
+            .await,
+        1.0,
+        "counted once per Secret"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,22 +172,42 @@ async fn missing_or_non_pull_secret_source_copies_nothing_and_says_so() {
     let (response, _) = hook.admit("team-m", "ghcr.io/acme/tool:1", false).await;
     assert_eq!(injected_names(&response), vec!["ghcr-pull".to_string()]);
     let warns = warnings(&response);
-    assert!(warns.iter().any(|w| w.contains("ghcr-pull") && w.contains("not found")), "{warns:?}");
+    assert!(
+        warns
+            .iter()
+            .any(|w| w.contains("ghcr-pull") && w.contains("not found")),
+        "{warns:?}"
+    );
 
     let (response, _) = hook.admit("team-m", "quay.io/acme/tool:1", false).await;
     let warns = warnings(&response);
-    assert!(warns.iter().any(|w| w.contains("quay-opaque") && w.contains("Opaque")), "{warns:?}");
+    assert!(
+        warns
+            .iter()
+            .any(|w| w.contains("quay-opaque") && w.contains("Opaque")),
+        "{warns:?}"
+    );
 
     let secrets: Vec<Secret> = api
         .list(Kind::Secrets, Some("team-m"))
         .into_iter()
         .filter_map(|v| serde_json::from_value(v).ok())
         .collect();
-    assert!(secrets.is_empty(), "nothing may be copied: {:?}", secrets.iter().map(|s| &s.metadata.name).collect::<Vec<_>>());
-    assert_eq!(api.count(&Match::any().method("POST").resource("secrets")), 0);
+    assert!(
+        secrets.is_empty(),
+        "nothing may be copied: {:?}",
+        secrets.iter().map(|s| &s.metadata.name).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        api.count(&Match::any().method("POST").resource("secrets")),
+        0
+    );
 
     // The namespace holding the sources needs no copy of its own.
     let (response, _) = hook.admit(SOURCE_NS, IMAGE, false).await;
     assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
-    assert_eq!(api.count(&Match::any().method("POST").resource("secrets")), 0);
+    assert_eq!(
+        api.count(&Match::any().method("POST").resource("secrets")),
+        0
+    );
 }

@@ -36,7 +36,11 @@ fn rotate(api: &FakeApiServer, token: &str) -> BTreeMap<String, ByteString> {
 }
 
 /// Namespaces whose copy does not (yet) hold `data`.
-fn behind(api: &FakeApiServer, namespaces: &[String], data: &BTreeMap<String, ByteString>) -> Vec<String> {
+fn behind(
+    api: &FakeApiServer,
+    namespaces: &[String],
+    data: &BTreeMap<String, ByteString>,
+) -> Vec<String> {
     namespaces
         .iter()
         .filter(|ns| {
@@ -47,7 +51,12 @@ fn behind(api: &FakeApiServer, namespaces: &[String], data: &BTreeMap<String, By
         .collect()
 }
 
-async fn all_follow(api: &FakeApiServer, namespaces: &[String], data: &BTreeMap<String, ByteString>, budget: Duration) {
+async fn all_follow(
+    api: &FakeApiServer,
+    namespaces: &[String],
+    data: &BTreeMap<String, ByteString>,
+    budget: Duration,
+) {
     let started = Instant::now();
     let mut last = Vec::new();
     while started.elapsed() < budget {
@@ -57,7 +66,10 @@ async fn all_follow(api: &FakeApiServer, namespaces: &[String], data: &BTreeMap<
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("after {budget:?}, {} copies still behind their source: {last:?}", last.len());
+    panic!(
+        "after {budget:?}, {} copies still behind their source: {last:?}",
+        last.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,11 +81,22 @@ async fn source_rotation_reaches_copies_in_50_namespaces_within_5s_also_across_a
     }
     let hook = Webhook::start(&api, &[]).await;
     admit_everywhere(&hook, &spaces).await;
-    assert!(behind(&api, &spaces, &data_of(&api.get_secret(SOURCE_NS, SECRET).expect("source"))).is_empty());
+    assert!(
+        behind(
+            &api,
+            &spaces,
+            &data_of(&api.get_secret(SOURCE_NS, SECRET).expect("source"))
+        )
+        .is_empty()
+    );
 
     let v2 = rotate(&api, "token-v2");
     all_follow(&api, &spaces, &v2, ROTATION_BUDGET).await;
-    assert!(hook.metric("pullsecret_injector_secret_copies_total{operation=\"updated\"}").await >= 50.0);
+    assert!(
+        hook.metric("pullsecret_injector_secret_copies_total{operation=\"updated\"}")
+            .await
+            >= 50.0
+    );
 
     // Rotate while the webhook is down: the restarted one catches up on its own.
     hook.stop();
@@ -85,10 +108,16 @@ async fn source_rotation_reaches_copies_in_50_namespaces_within_5s_also_across_a
     for ns in &spaces {
         let copy = api.get_secret(ns, SECRET).expect("copy");
         let annotations = copy.metadata.annotations.clone().unwrap_or_default();
-        assert_eq!(annotations[SOURCE_ANNOTATION], format!("{SOURCE_NS}/{SECRET}"));
+        assert_eq!(
+            annotations[SOURCE_ANNOTATION],
+            format!("{SOURCE_NS}/{SECRET}")
+        );
     }
     let logs = hook.logs().join("\n");
-    assert!(!logs.contains("token-v3") && !logs.contains("token-v2"), "secret data in the log");
+    assert!(
+        !logs.contains("token-v3") && !logs.contains("token-v2"),
+        "secret data in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +138,11 @@ async fn hand_edited_copy_is_restored_and_counted_as_drift() {
 
     all_follow(&api, &["team-d".to_string()], &source, DEADLINE).await;
     eventually("drift counted", DEADLINE, || async {
-        (hook.metric("pullsecret_injector_drift_repaired_total").await == 1.0).then_some(())
+        (hook
+            .metric("pullsecret_injector_drift_repaired_total")
+            .await
+            == 1.0)
+            .then_some(())
     })
     .await;
 }
@@ -137,7 +170,11 @@ async fn source_type_change_recreates_the_copies() {
     all_follow(&api, &spaces, &data_of(&legacy), DEADLINE).await;
     for ns in &spaces {
         let copy = api.get_secret(ns, SECRET).expect("copy");
-        assert_eq!(copy.type_.as_deref(), Some("kubernetes.io/dockercfg"), "{ns}");
+        assert_eq!(
+            copy.type_.as_deref(),
+            Some("kubernetes.io/dockercfg"),
+            "{ns}"
+        );
     }
     drop(hook);
 }
@@ -157,20 +194,34 @@ async fn three_replicas_admitting_in_the_same_new_namespaces_end_with_one_copy_e
     for (response, _) in join_all(admissions).await {
         assert_eq!(response["allowed"], true);
         assert_eq!(injected_names(&response), vec![SECRET.to_string()]);
-        assert!(warnings(&response).is_empty(), "no admission may fail: {:?}", warnings(&response));
+        assert!(
+            warnings(&response).is_empty(),
+            "no admission may fail: {:?}",
+            warnings(&response)
+        );
     }
     let source = data_of(&api.get_secret(SOURCE_NS, SECRET).expect("source"));
     assert!(behind(&api, &spaces, &source).is_empty());
     let mut created = 0.0;
     for hook in &hooks {
-        created += hook.metric("pullsecret_injector_secret_copies_total{operation=\"created\"}").await;
+        created += hook
+            .metric("pullsecret_injector_secret_copies_total{operation=\"created\"}")
+            .await;
     }
-    assert_eq!(created, spaces.len() as f64, "exactly one create succeeded per namespace");
+    assert_eq!(
+        created,
+        spaces.len() as f64,
+        "exactly one create succeeded per namespace"
+    );
 
     // A rotation with three replicas: every copy follows, nobody fails on the races.
     let v2 = rotate(&api, "token-v2");
     all_follow(&api, &spaces, &v2, ROTATION_BUDGET).await;
     for hook in &hooks {
-        assert_eq!(hook.metric("pullsecret_injector_secret_copies_total{operation=\"failed\"}").await, 0.0);
+        assert_eq!(
+            hook.metric("pullsecret_injector_secret_copies_total{operation=\"failed\"}")
+                .await,
+            0.0
+        );
     }
 }

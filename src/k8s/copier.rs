@@ -40,6 +40,8 @@ const MAX_PENDING: usize = 10_000;
 const PARALLEL_WRITES: usize = 16;
 /// How long a copy we just created counts as present while the watch has not shown it yet.
 const RECENT_TTL: Duration = Duration::from_secs(30);
+/// How long a queued copy for a namespace the cache has never shown is kept anyway.
+const NAMESPACE_GRACE: Duration = Duration::from_secs(10);
 /// Wait between looks at the cache after a 409 AlreadyExists, inside the request deadline.
 const CACHE_POLL: Duration = Duration::from_millis(20);
 
@@ -100,6 +102,7 @@ struct Pending {
     due: Instant,
     /// The namespace was seen in the cache once: its absence later means it was deleted.
     namespace_seen: bool,
+    queued: Instant,
 }
 
 #[derive(Default)]
@@ -416,7 +419,8 @@ impl Copier {
                 warn!(%namespace, secret = name, "retry queue full; copy not queued");
                 return;
             }
-            let due = Instant::now()
+            let now = Instant::now();
+            let due = now
                 + if attempts == 0 {
                     Duration::ZERO
                 } else {
@@ -428,7 +432,8 @@ impl Copier {
                     source_namespace: source_ns.to_string(),
                     attempts,
                     due,
-                    namespace_seen: false,
+                    namespace_seen: self.namespaces.exists(namespace) == Some(true),
+                    queued: now,
                 },
             );
         }
@@ -525,7 +530,8 @@ impl Copier {
         }
         match self.namespaces.exists(namespace) {
             Some(true) => pending.namespace_seen = true,
-            Some(false) if pending.namespace_seen => {
+            // Never seen: allow the cache a moment to learn of a brand-new namespace.
+            Some(false) if pending.namespace_seen || pending.queued.elapsed() > NAMESPACE_GRACE => {
                 debug!(%namespace, secret = name, "namespace gone; copy dropped");
                 return;
             }

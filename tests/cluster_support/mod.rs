@@ -68,7 +68,10 @@ pub fn policy_configmap(text: &str) -> ConfigMap {
             namespace: Some(WEBHOOK_NS.into()),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([("policy.yaml".to_string(), text.to_string())])),
+        data: Some(BTreeMap::from([(
+            "policy.yaml".to_string(),
+            text.to_string(),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -108,7 +111,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -149,7 +155,13 @@ impl Webhook {
         pullsecret_injector::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "serve", "--self-signed", "--self-signed-dir"])
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--self-signed",
+                "--self-signed-dir",
+            ])
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--namespace", WEBHOOK_NS, "--policy-configmap", POLICY_CM])
@@ -168,7 +180,8 @@ impl Webhook {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(value) = serde_json::from_str::<Value>(&line)
-                    && let (Some(https), Some(admin)) = (field(&value, "https"), field(&value, "admin"))
+                    && let (Some(https), Some(admin)) =
+                        (field(&value, "https"), field(&value, "admin"))
                     && let (Ok(https), Ok(admin)) = (https.parse(), admin.parse())
                 {
                     let _ = tx.send((https, admin));
@@ -176,10 +189,13 @@ impl Webhook {
                 sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        let (https, admin): (SocketAddr, SocketAddr) = tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
-            .await
-            .expect("join")
-            .unwrap_or_else(|_| panic!("serve did not report its listeners within {DEADLINE:?}"));
+        let (https, admin): (SocketAddr, SocketAddr) =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
+                .await
+                .expect("join")
+                .unwrap_or_else(|_| {
+                    panic!("serve did not report its listeners within {DEADLINE:?}")
+                });
         let client = https_client(&dir.path().join("ca.crt"));
         Self {
             child,
@@ -221,7 +237,12 @@ impl Webhook {
 
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.admin);
-        reqwest::get(&url).await.expect("GET /metrics").text().await.expect("metrics body")
+        reqwest::get(&url)
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     /// Value of one metric sample line (`name{labels} value`), 0 when absent.
@@ -229,14 +250,20 @@ impl Webhook {
         self.metrics()
             .await
             .lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
             .unwrap_or(0.0)
     }
 
     /// Sends an AdmissionReview for a Pod running `image` in `namespace`; returns the
     /// `response` object and how long the answer took.
     pub async fn admit(&self, namespace: &str, image: &str, dry_run: bool) -> (Value, Duration) {
-        let uid = format!("uid-{}", NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let uid = format!(
+            "uid-{}",
+            NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let review = admission_review(&uid, namespace, image, dry_run);
         let url = format!("https://localhost:{}/mutate", self.https.port());
         let started = Instant::now();
@@ -247,7 +274,9 @@ impl Webhook {
             .body(review.to_string())
             .send()
             .await
-            .unwrap_or_else(|e| panic!("POST /mutate: {e}\nserve log:\n{}", self.logs().join("\n")));
+            .unwrap_or_else(|e| {
+                panic!("POST /mutate: {e}\nserve log:\n{}", self.logs().join("\n"))
+            });
         let elapsed = started.elapsed();
         assert_eq!(resp.status().as_u16(), 200, "POST /mutate status");
         let body: Value = resp.json().await.expect("AdmissionReview JSON");
@@ -308,14 +337,25 @@ pub fn injected_names(response: &Value) -> Vec<String> {
     let Some(patch) = response.get("patch").and_then(Value::as_str) else {
         return Vec::new();
     };
-    let bytes = base64::engine::general_purpose::STANDARD.decode(patch).expect("patch base64");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .expect("patch base64");
     let ops: Value = serde_json::from_slice(&bytes).expect("patch JSON");
     let mut pod = pod_object("any", IMAGE);
-    json_patch::patch(&mut pod, &serde_json::from_value::<json_patch::Patch>(ops).expect("patch ops").0)
-        .expect("patch applies");
+    json_patch::patch(
+        &mut pod,
+        &serde_json::from_value::<json_patch::Patch>(ops)
+            .expect("patch ops")
+            .0,
+    )
+    .expect("patch applies");
     pod["spec"]["imagePullSecrets"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s["name"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -323,6 +363,10 @@ pub fn warnings(response: &Value) -> Vec<String> {
     response
         .get("warnings")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|w| w.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
