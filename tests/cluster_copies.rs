@@ -211,3 +211,40 @@ async fn missing_or_non_pull_secret_source_copies_nothing_and_says_so() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_selectors_see_namespace_labels_from_the_watch_cache() {
+    let api = cluster().await;
+    let policy = format!(
+        "{}    namespaces:\n      selector: {{matchLabels: {{registry-access: gitlab}}}}\n",
+        policy_yaml(SECRET)
+    );
+    api.put_configmap(&policy_configmap(&policy));
+    api.put_namespace("team-in", &[("registry-access", "gitlab")]);
+    api.put_namespace("team-out", &[]);
+    let hook = Webhook::start(&api, &[]).await;
+    api.clear_requests();
+
+    let (response, _) = hook.admit("team-in", IMAGE, false).await;
+    assert_eq!(injected_names(&response), vec![SECRET.to_string()]);
+    let (response, _) = hook.admit("team-out", IMAGE, false).await;
+    assert!(injected_names(&response).is_empty());
+    assert!(api.get_secret("team-out", SECRET).is_none());
+    // Labels came from the cache: no namespace was read during admission.
+    assert_eq!(
+        api.count(&Match::any().resource("namespaces").watch(false)),
+        0
+    );
+
+    // A label added later is seen through the watch.
+    api.put_namespace("team-out", &[("registry-access", "gitlab")]);
+    eventually("label change reaches the cache", DEADLINE, || async {
+        let (response, _) = hook.admit("team-out", IMAGE, false).await;
+        (injected_names(&response) == vec![SECRET.to_string()]).then_some(())
+    })
+    .await;
+    assert!(
+        api.get_secret("team-out", SECRET)
+            .is_some_and(|s| is_managed_copy(&s))
+    );
+}

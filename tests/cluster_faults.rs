@@ -23,40 +23,30 @@ async fn admissions_are_answered_within_the_deadline_while_the_api_fails_and_cop
     let api = cluster().await;
     let hook = Webhook::start(&api, &["--copy-deadline", "500ms"]).await;
 
-    let faults: Vec<(&str, Box<dyn Fn() -> u64 + '_>)> = vec![
+    let too_many = Fault::TooManyRequests {
+        retry_after_secs: 1,
+    };
+    let cases = [
         (
             "internal-error",
-            Box::new(|| api.fail(secret_creates(), Fault::InternalError, None)),
+            secret_creates(),
+            Some(Fault::InternalError),
         ),
-        (
-            "too-many-requests",
-            Box::new(|| {
-                api.fail(
-                    secret_creates(),
-                    Fault::TooManyRequests {
-                        retry_after_secs: 1,
-                    },
-                    None,
-                )
-            }),
-        ),
-        (
-            "dropped-connection",
-            Box::new(|| api.fail(secret_creates(), Fault::Drop, None)),
-        ),
-        (
-            "forbidden",
-            Box::new(|| api.fail(secret_creates(), Fault::forbidden(), None)),
-        ),
-        (
-            "slow",
-            Box::new(|| api.delay(secret_creates(), Duration::from_secs(3), None)),
-        ),
+        ("too-many-requests", secret_creates(), Some(too_many)),
+        ("dropped-connection", secret_creates(), Some(Fault::Drop)),
+        ("forbidden", secret_creates(), Some(Fault::forbidden())),
+        // Every request fails, lists and new watches too.
+        ("everything-fails", Match::any(), Some(Fault::InternalError)),
+        // Slower than the deadline: the create lands later, without a retry.
+        ("slow", secret_creates(), None),
     ];
-    for (name, inject) in &faults {
+    for (name, when, fault) in cases {
         let ns = format!("fault-{name}");
         api.put_namespace(&ns, &[]);
-        let fault = inject();
+        let fault = match fault {
+            Some(fault) => api.fail(when, fault, None),
+            None => api.delay(when, Duration::from_secs(3), None),
+        };
         for _ in 0..3 {
             let (response, took) = hook.admit(&ns, IMAGE, false).await;
             assert!(

@@ -127,3 +127,42 @@ async fn bad_configmap_edit_keeps_the_old_policy_and_a_good_one_applies_within_2
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_file_with_a_cluster_also_copies_and_follows_file_edits() {
+    let api = cluster().await;
+    api.put_namespace("team-f", &[]);
+    api.put_secret(&pull_secret(SOURCE_NS, "other-token", "x"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, policy_yaml(SECRET)).expect("write policy");
+    let path = file.to_str().expect("utf-8 path");
+    let hook = Webhook::spawn_raw(
+        api.kubeconfig_path(),
+        &["--policy", path, "--reload-interval", "100ms"],
+    )
+    .await;
+    hook.wait_ready().await;
+
+    let (response, _) = hook.admit("team-f", IMAGE, false).await;
+    assert_eq!(injected_names(&response), vec![SECRET.to_string()]);
+    assert!(
+        api.get_secret("team-f", SECRET)
+            .is_some_and(|s| is_managed_copy(&s))
+    );
+
+    // A new secret name in the file gets its own watch, then copies.
+    std::fs::write(&file, policy_yaml("other-token")).expect("write policy");
+    eventually(
+        "copy of the secret the edited file names",
+        DEADLINE,
+        || async {
+            let (response, _) = hook.admit("team-f", IMAGE, false).await;
+            (injected_names(&response) == vec!["other-token".to_string()]
+                && warnings(&response).is_empty())
+            .then(|| api.get_secret("team-f", "other-token"))
+            .flatten()
+        },
+    )
+    .await;
+}

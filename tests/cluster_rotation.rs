@@ -225,3 +225,26 @@ async fn three_replicas_admitting_in_the_same_new_namespaces_end_with_one_copy_e
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_follow_after_watches_are_cut_and_their_history_expires() {
+    let api = cluster().await;
+    let spaces = namespaces("cut", 5);
+    for ns in &spaces {
+        api.put_namespace(ns, &[]);
+    }
+    let hook = Webhook::start(&api, &[]).await;
+    admit_everywhere(&hook, &spaces).await;
+
+    // Connections dropped mid-stream: the watches resume.
+    api.drop_watches();
+    let v2 = rotate(&api, "token-v2");
+    all_follow(&api, &spaces, &v2, DEADLINE).await;
+
+    // The resourceVersion they would resume from is gone (410): they list again.
+    api.compact();
+    api.drop_watches();
+    let v3 = rotate(&api, "token-v3");
+    all_follow(&api, &spaces, &v3, DEADLINE).await;
+    hook.wait_ready().await;
+}

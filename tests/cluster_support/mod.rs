@@ -150,8 +150,15 @@ impl Webhook {
         hook
     }
 
-    /// Starts the process and waits only for its listeners.
+    /// Starts the process with `--policy-configmap` and waits only for its listeners.
     pub async fn spawn(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--policy-configmap", POLICY_CM];
+        args.extend_from_slice(extra);
+        Self::spawn_raw(kubeconfig, &args).await
+    }
+
+    /// Starts `serve` with only the TLS, listener and namespace flags added to `args`.
+    pub async fn spawn_raw(kubeconfig: &Path, args: &[&str]) -> Self {
         pullsecret_injector::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(BIN)
@@ -164,8 +171,8 @@ impl Webhook {
             ])
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--namespace", WEBHOOK_NS, "--policy-configmap", POLICY_CM])
-            .args(extra)
+            .args(["--namespace", WEBHOOK_NS])
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,pullsecret_injector=debug")
             .env_remove("POD_NAMESPACE")
