@@ -480,6 +480,7 @@ impl Copier {
                 }
             }
             self.retry_pending().await;
+            self.lock().recent.retain(|_, at| at.elapsed() < RECENT_TTL);
         }
     }
 
