@@ -78,7 +78,11 @@ fn pod_images(pod: &Pod) -> Vec<PodImage<'_>> {
         .into_iter()
         .filter_map(|(kind, container, image)| {
             // A missing image is the apiserver's to reject; nothing to pull, nothing to add.
-            image.filter(|i| !i.is_empty()).map(|image| PodImage { kind, container, image })
+            image.filter(|i| !i.is_empty()).map(|image| PodImage {
+                kind,
+                container,
+                image,
+            })
         })
         .collect()
 }
@@ -122,7 +126,9 @@ pub fn plan(
             if verdicts[index] == NamespaceVerdict::LabelsUnknown {
                 unknown_labels.insert(index);
             } else {
-                matched.entry(index).or_insert_with(|| image.image.to_string());
+                matched
+                    .entry(index)
+                    .or_insert_with(|| image.image.to_string());
             }
         }
     }
@@ -192,10 +198,16 @@ fn create_patch(pod: &Pod, missing: &[&SecretNeed]) -> Patch {
         return Patch(Vec::new());
     }
     let mut ops = Vec::new();
-    let has_array = pod.spec.as_ref().is_some_and(|s| s.image_pull_secrets.is_some());
+    let has_array = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.image_pull_secrets.is_some());
     if has_array {
         for need in missing {
-            ops.push(add(&["spec", "imagePullSecrets", "-"], json!({ "name": need.name })));
+            ops.push(add(
+                &["spec", "imagePullSecrets", "-"],
+                json!({ "name": need.name }),
+            ));
         }
     } else {
         let entries: Vec<Value> = missing.iter().map(|n| json!({ "name": n.name })).collect();
@@ -205,7 +217,12 @@ fn create_patch(pod: &Pod, missing: &[&SecretNeed]) -> Patch {
     let annotations = pod.metadata.annotations.as_ref();
     let mut pairs: Vec<String> = annotations
         .and_then(|a| a.get(INJECTED_ANNOTATION))
-        .map(|v| v.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect())
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     for need in missing {
         for rule in &need.rules {
@@ -217,7 +234,10 @@ fn create_patch(pod: &Pod, missing: &[&SecretNeed]) -> Patch {
     }
     let value = Value::String(pairs.join(","));
     match annotations {
-        Some(_) => ops.push(add(&["metadata", "annotations", INJECTED_ANNOTATION], value)),
+        Some(_) => ops.push(add(
+            &["metadata", "annotations", INJECTED_ANNOTATION],
+            value,
+        )),
         None => ops.push(add(
             &["metadata", "annotations"],
             json!({ INJECTED_ANNOTATION: value }),
