@@ -153,7 +153,11 @@ struct ResponseOut<'a> {
 
 /// Decides and encodes the answer to one AdmissionReview body. `timeout` is the apiserver's
 /// `?timeout=`; it bounds the time spent ensuring Secret copies.
-pub async fn respond(state: &AppState, body: &[u8], timeout: Option<Duration>) -> Result<Answer, AdmissionError> {
+pub async fn respond(
+    state: &AppState,
+    body: &[u8],
+    timeout: Option<Duration>,
+) -> Result<Answer, AdmissionError> {
     let review: ReviewIn = serde_json::from_slice(body)
         .map_err(|e| AdmissionError::BadRequest(format!("body is not an AdmissionReview: {e}")))?;
     if review.kind != KIND || review.api_version != API_VERSION {
@@ -166,7 +170,9 @@ pub async fn respond(state: &AppState, body: &[u8], timeout: Option<Duration>) -
         .request
         .ok_or_else(|| AdmissionError::BadRequest("AdmissionReview has no request".into()))?;
     if request.uid.is_empty() {
-        return Err(AdmissionError::BadRequest("AdmissionReview request has no uid".into()));
+        return Err(AdmissionError::BadRequest(
+            "AdmissionReview request has no uid".into(),
+        ));
     }
 
     let mut answer = Answer {
@@ -210,9 +216,14 @@ pub async fn respond(state: &AppState, body: &[u8], timeout: Option<Duration>) -
             .unwrap_or_default();
     }
     if answer.namespace.is_empty() {
-        return Err(AdmissionError::BadRequest("Pod request has no namespace".into()));
+        return Err(AdmissionError::BadRequest(
+            "Pod request has no namespace".into(),
+        ));
     }
-    debug!(subresource = request.sub_resource.as_deref().unwrap_or(""), "deciding");
+    debug!(
+        subresource = request.sub_resource.as_deref().unwrap_or(""),
+        "deciding"
+    );
 
     let Some(policy) = state.policy.get() else {
         // Not ready: let the Pod through untouched rather than block the cluster.
@@ -228,7 +239,13 @@ pub async fn respond(state: &AppState, body: &[u8], timeout: Option<Duration>) -
         name: &answer.namespace,
         labels: labels.as_ref(),
     };
-    let mut decision = plan::plan(&policy, &pod, &namespace, operation, &state.webhook_namespace);
+    let mut decision = plan::plan(
+        &policy,
+        &pod,
+        &namespace,
+        operation,
+        &state.webhook_namespace,
+    );
 
     let dry_run = request.dry_run.unwrap_or(false);
     if let Some(ensurer) = &state.ensurer
@@ -239,7 +256,9 @@ pub async fn respond(state: &AppState, body: &[u8], timeout: Option<Duration>) -
             Some(t) => state.copy_deadline.min(t.saturating_sub(TIMEOUT_MARGIN)),
             None => state.copy_deadline,
         };
-        let warnings = ensurer.ensure(&answer.namespace, &decision.secrets, deadline).await;
+        let warnings = ensurer
+            .ensure(&answer.namespace, &decision.secrets, deadline)
+            .await;
         decision.warnings.extend(warnings);
     }
 
@@ -249,8 +268,9 @@ pub async fn respond(state: &AppState, body: &[u8], timeout: Option<Duration>) -
         let bytes = serde_json::to_vec(&decision.patch)
             .map_err(|e| AdmissionError::Internal(format!("encoding the patch: {e}")))?;
         if let Some(object) = answer.patched.as_mut() {
-            json_patch::patch(object, &decision.patch.0)
-                .map_err(|e| AdmissionError::Internal(format!("the patch does not apply to the Pod: {e}")))?;
+            json_patch::patch(object, &decision.patch.0).map_err(|e| {
+                AdmissionError::Internal(format!("the patch does not apply to the Pod: {e}"))
+            })?;
         }
         answer.result = "patched";
         Some(bytes)
@@ -259,7 +279,11 @@ pub async fn respond(state: &AppState, body: &[u8], timeout: Option<Duration>) -
     Ok(answer)
 }
 
-fn encode(uid: &str, patch: Option<&[u8]>, warnings: Vec<String>) -> Result<Vec<u8>, AdmissionError> {
+fn encode(
+    uid: &str,
+    patch: Option<&[u8]>,
+    warnings: Vec<String>,
+) -> Result<Vec<u8>, AdmissionError> {
     let review = ReviewOut {
         api_version: API_VERSION,
         kind: KIND,
@@ -271,7 +295,8 @@ fn encode(uid: &str, patch: Option<&[u8]>, warnings: Vec<String>) -> Result<Vec<
             warnings: limit_warnings(warnings),
         },
     };
-    serde_json::to_vec(&review).map_err(|e| AdmissionError::Internal(format!("encoding the response: {e}")))
+    serde_json::to_vec(&review)
+        .map_err(|e| AdmissionError::Internal(format!("encoding the response: {e}")))
 }
 
 /// Keeps warnings within what kube-apiserver passes on: no control characters (it drops
@@ -322,7 +347,9 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let (number, tail) = rest.split_at(split);
         let value: f64 = number.parse().ok()?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let scale = match unit {
             "ns" => 1e-9,
@@ -349,10 +376,21 @@ fn query_timeout(uri: &Uri) -> Option<Duration> {
 
 /// POST /mutate. `uri` carries the apiserver's `?timeout=<Go duration>`.
 pub async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Response {
-    let span = tracing::info_span!("admission", uid = Empty, namespace = Empty, pod = Empty, result = Empty);
+    let span = tracing::info_span!(
+        "admission",
+        uid = Empty,
+        namespace = Empty,
+        pod = Empty,
+        result = Empty
+    );
     let started = Instant::now();
-    let outcome = respond(&state, &body, query_timeout(&uri)).instrument(span.clone()).await;
-    state.metrics.latency.observe(started.elapsed().as_secs_f64());
+    let outcome = respond(&state, &body, query_timeout(&uri))
+        .instrument(span.clone())
+        .await;
+    state
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
     let _entered = span.enter();
     match outcome {
         Ok(answer) => {
@@ -371,7 +409,12 @@ pub async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Res
                 AdmissionError::BadRequest(detail) => warn!(%detail, "rejected a request body"),
                 AdmissionError::Internal(detail) => tracing::error!(%detail, "internal error"),
             }
-            (err.status(), [(header::CONTENT_TYPE, "application/json")], err.body()).into_response()
+            (
+                err.status(),
+                [(header::CONTENT_TYPE, "application/json")],
+                err.body(),
+            )
+                .into_response()
         }
     }
 }

@@ -8,7 +8,8 @@ use crate::policy::{Policy, PolicyError};
 
 /// Reads and compiles a policy file; the outer error is an unreadable file.
 pub fn read_policy(path: &Path) -> anyhow::Result<Result<Policy, PolicyError>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Policy::parse(&text, &path.display().to_string()))
 }
 

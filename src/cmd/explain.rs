@@ -73,10 +73,17 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs the same plan `serve` would for a Pod with this one image; returns notes for humans.
-fn apply_policy(policy: &Policy, args: &ExplainArgs, out: &mut Explanation) -> anyhow::Result<Vec<String>> {
+fn apply_policy(
+    policy: &Policy,
+    args: &ExplainArgs,
+    out: &mut Explanation,
+) -> anyhow::Result<Vec<String>> {
     let mut notes = Vec::new();
     if policy.namespace_excluded(&args.namespace, &args.webhook_namespace) {
-        notes.push(format!("namespace {:?} is excluded from injection", args.namespace));
+        notes.push(format!(
+            "namespace {:?} is excluded from injection",
+            args.namespace
+        ));
     }
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -92,7 +99,13 @@ fn apply_policy(policy: &Policy, args: &ExplainArgs, out: &mut Explanation) -> a
         name: &args.namespace,
         labels: Some(&labels),
     };
-    let decision = plan::plan(policy, &pod, &namespace, Operation::Create, &args.webhook_namespace);
+    let decision = plan::plan(
+        policy,
+        &pod,
+        &namespace,
+        Operation::Create,
+        &args.webhook_namespace,
+    );
     for need in decision.secrets {
         for rule in need.rules {
             if !out.rules.contains(&rule) {
@@ -113,15 +126,29 @@ fn print_text(e: &Explanation, notes: &[String]) {
     println!("image:          {}", e.image);
     if let Some(error) = &e.error {
         println!("valid:          no ({error})");
-        println!("                the kubelet would fail this image; no pull secret is added for it");
+        println!(
+            "                the kubelet would fail this image; no pull secret is added for it"
+        );
         return;
     }
     println!("registry:       {}", e.registry.as_deref().unwrap_or(none));
-    println!("repository:     {}", e.repository.as_deref().unwrap_or(none));
+    println!(
+        "repository:     {}",
+        e.repository.as_deref().unwrap_or(none)
+    );
     println!("tag:            {}", e.tag.as_deref().unwrap_or(none));
     println!("digest:         {}", e.digest.as_deref().unwrap_or(none));
-    println!("lookup target:  {}", e.lookup_target.as_deref().unwrap_or(none));
-    let list = |v: &[String]| if v.is_empty() { "(none)".to_string() } else { v.join(", ") };
+    println!(
+        "lookup target:  {}",
+        e.lookup_target.as_deref().unwrap_or(none)
+    );
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
     println!("rules:          {}", list(&e.rules));
     println!("secrets:        {}", list(&e.secrets));
     for note in notes {

@@ -33,7 +33,11 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     // plus the one the apiserver puts on every namespace.
     let namespace = serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|v| v.pointer("/request/namespace").and_then(Value::as_str).map(str::to_string))
+        .and_then(|v| {
+            v.pointer("/request/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| args.namespace.clone());
     let mut labels = args.namespace_labels.clone();
     labels
@@ -69,7 +73,9 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
 fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
     if input == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading stdin")?;
         Ok(buf)
     } else {
         std::fs::read(input).with_context(|| format!("reading {input}"))
@@ -98,7 +104,14 @@ fn review_body(input: &[u8], namespace: &str) -> Result<Vec<u8>, String> {
                 .to_string();
             let digest = Sha256::digest(input);
             let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-            let uid = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+            let uid = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[0..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..32]
+            );
             let review = json!({
                 "apiVersion": admission::API_VERSION,
                 "kind": admission::KIND,
@@ -118,7 +131,9 @@ fn review_body(input: &[u8], namespace: &str) -> Result<Vec<u8>, String> {
             });
             serde_json::to_vec(&review).map_err(|e| e.to_string())
         }
-        Some(other) => Err(format!("input is a {other}, expected an AdmissionReview or a Pod")),
+        Some(other) => Err(format!(
+            "input is a {other}, expected an AdmissionReview or a Pod"
+        )),
         None => Err("input has no kind; expected an AdmissionReview or a Pod".into()),
     }
 }
