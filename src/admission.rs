@@ -114,6 +114,8 @@ struct RequestIn {
     #[serde(default)]
     object: Option<Value>,
     #[serde(default)]
+    old_object: Option<Value>,
+    #[serde(default)]
     dry_run: Option<bool>,
 }
 
@@ -188,9 +190,16 @@ pub async fn respond(
         .kind
         .as_ref()
         .is_some_and(|k| k.group.is_empty() && k.version == "v1" && k.kind == "Pod");
+    // The old Pod only sharpens UPDATE warnings; one that does not decode is left out.
+    let old_pod: Option<Pod> = request
+        .old_object
+        .clone()
+        .and_then(|o| serde_json::from_value(o).ok());
     let operation = match request.operation.as_str() {
         "CREATE" => Some(Operation::Create),
-        "UPDATE" => Some(Operation::Update),
+        "UPDATE" => Some(Operation::Update {
+            old: old_pod.as_ref(),
+        }),
         _ => None,
     };
     let (Some(operation), true) = (operation, is_pod) else {

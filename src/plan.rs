@@ -36,12 +36,13 @@ pub struct Plan {
 }
 
 /// The admission operation, as far as the plan cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+#[derive(Debug, Clone, Copy)]
+pub enum Operation<'a> {
     /// The only operation that may set `imagePullSecrets`.
     Create,
-    /// No patch; warnings for secrets the Pod now needs but lacks.
-    Update,
+    /// No patch; warnings for secrets the Pod now needs but lacks. With the old Pod, only
+    /// images it did not have yet are warned about.
+    Update { old: Option<&'a Pod> },
 }
 
 /// The Pod's namespace as the plan sees it.
@@ -92,7 +93,7 @@ pub fn plan(
     policy: &Policy,
     pod: &Pod,
     namespace: &Namespace<'_>,
-    operation: Operation,
+    operation: Operation<'_>,
     webhook_namespace: &str,
 ) -> Plan {
     let mut out = Plan::default();
@@ -105,10 +106,19 @@ pub fn plan(
         .map(|r| r.namespace_verdict(namespace.name, namespace.labels))
         .collect();
 
-    // For every rule that matched, the first image that made it match (for warnings).
+    let old_images: Option<BTreeSet<&str>> = match operation {
+        Operation::Update { old: Some(old) } => {
+            Some(pod_images(old).iter().map(|i| i.image).collect())
+        }
+        _ => None,
+    };
+    // For every rule that matched, the first image that made it match; new images first,
+    // so an UPDATE warning names the image that brought the need.
     let mut matched: BTreeMap<usize, String> = BTreeMap::new();
+    let mut images = pod_images(pod);
+    images.sort_by_key(|i| old_images.as_ref().is_some_and(|old| old.contains(i.image)));
     let mut unknown_labels: BTreeSet<usize> = BTreeSet::new();
-    for image in pod_images(pod) {
+    for image in images {
         let target = match ImageRef::parse(image.image) {
             Ok(reference) => reference.lookup_target(),
             Err(err) => {
@@ -172,11 +182,18 @@ pub fn plan(
             out.patch = create_patch(pod, &missing.iter().map(|(n, _)| n).collect::<Vec<_>>());
             out.secrets = needs.iter().map(|(n, _)| n.clone()).collect();
         }
-        Operation::Update => {
+        Operation::Update { .. } => {
             for (need, image) in &missing {
+                if old_images
+                    .as_ref()
+                    .is_some_and(|old| old.contains(image.as_str()))
+                {
+                    // Not new: the Pod has been running without it already.
+                    continue;
+                }
                 out.warnings.push(format!(
-                    "image {image:?} needs pull secret {:?} (rule {}), which this Pod does not list; \
-                     imagePullSecrets cannot change after creation, so recreate the Pod",
+                    "pull secret {:?} (rule {}) is missing; imagePullSecrets are fixed after creation, \
+                     recreate the Pod to add it. Needed by image {image:?}",
                     need.name,
                     need.rules.join(", ")
                 ));

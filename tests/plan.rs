@@ -238,7 +238,7 @@ fn update_never_patches_but_warns_about_a_missing_secret() {
         &policy(),
         &to_pod(p),
         &namespace,
-        Operation::Update,
+        Operation::Update { old: None },
         WEBHOOK_NS,
     );
     assert!(plan.patch.0.is_empty());
@@ -344,4 +344,38 @@ fn images_no_rule_covers_change_nothing() {
         WEBHOOK_NS,
     );
     assert!(plan.patch.0.is_empty() && plan.secrets.is_empty() && plan.warnings.is_empty());
+}
+
+#[test]
+fn update_warns_only_about_images_the_old_pod_did_not_have() {
+    let old = to_pod(pod_json(
+        &["registry.gitlab.com/acme/api:1"],
+        &[],
+        &[],
+        None,
+    ));
+    let new = to_pod(pod_json(
+        &["registry.gitlab.com/acme/api:1"],
+        &[],
+        &["123456789012.dkr.ecr.eu-west-1.amazonaws.com/debug:1"],
+        None,
+    ));
+    let namespace = Namespace {
+        name: "team-a",
+        labels: Some(&BTreeMap::new()),
+    };
+    let plan = plan(
+        &policy(),
+        &new,
+        &namespace,
+        Operation::Update { old: Some(&old) },
+        WEBHOOK_NS,
+    );
+    assert!(plan.patch.0.is_empty());
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(
+        plan.warnings[0].contains("\"ecr-pull\"") && plan.warnings[0].contains("debug:1"),
+        "{:?}",
+        plan.warnings
+    );
 }

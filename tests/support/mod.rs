@@ -95,3 +95,31 @@ pub fn pod(containers: &[&str]) -> Pod {
 pub fn to_pod(value: Value) -> Pod {
     serde_json::from_value(value).expect("test pod decodes")
 }
+
+/// A policy covering every registry used by the shared AdmissionReview samples.
+pub const SAMPLES_POLICY: &str = "\
+sourceNamespace: registry-credentials
+rules:
+  - name: example
+    registries: [\"registry.example.com:5000\"]
+    secret: example-pull
+  - name: ghcr
+    registries: [\"ghcr.io/acme/\"]
+    secret: ghcr-pull
+  - name: quay
+    registries: [quay.io/acme]
+    secret: quay-pull
+  - name: ecr
+    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
+    secret: ecr-pull
+  - name: local
+    registries: [\"localhost:5000\"]
+    secret: local-pull
+  - name: hub
+    registries: [docker.io]
+    secret: hub-pull
+";
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(samples_dir().join(name)).expect("shared admission review sample is readable")
+}
