@@ -89,7 +89,7 @@ pub struct Policy {
 impl Policy {
     /// Parses, validates and compiles `text`; `origin` names the file (or ConfigMap) in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|err| {
+        let located = |err: serde_saphyr::Error| {
             let (line, column) = err
                 .location()
                 .map(|l| (l.line() as usize, l.column() as usize))
@@ -106,11 +106,18 @@ impl Policy {
                 column,
                 message,
             }])
-        })?;
+        };
+        // First pass over the bare tree: every unknown field at once (serde stops at the first).
+        let tree: Node = serde_saphyr::from_str(text).map_err(located)?;
         let mut problems = Problems {
             origin,
             found: Vec::new(),
         };
+        check_fields(&tree, Schema::Root, &mut problems);
+        if !problems.found.is_empty() {
+            return Err(PolicyError(problems.found));
+        }
+        let raw: RawPolicy = serde_saphyr::from_str(text).map_err(located)?;
         let policy = compile(raw, &mut problems);
         if problems.found.is_empty() {
             Ok(policy)
@@ -197,6 +204,133 @@ struct RawExpression {
     operator: Spanned<String>,
     #[serde(default)]
     values: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document as a bare tree with locations, to find every unknown field in one pass.
+
+#[derive(Debug)]
+struct Node(Spanned<NodeKind>);
+
+#[derive(Debug)]
+enum NodeKind {
+    Map(Vec<(Spanned<String>, Node)>),
+    Seq(Vec<Node>),
+    Scalar,
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Node(Spanned::<NodeKind>::deserialize(d)?))
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+        struct Tree;
+        impl<'de> Visitor<'de> for Tree {
+            type Value = NodeKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a YAML value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    entries.push((key, map.next_value::<Node>()?));
+                }
+                Ok(NodeKind::Map(entries))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Node>()? {
+                    items.push(item);
+                }
+                Ok(NodeKind::Seq(items))
+            }
+            fn visit_str<E: Error>(self, _: &str) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_bool<E: Error>(self, _: bool) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_i64<E: Error>(self, _: i64) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_u64<E: Error>(self, _: u64) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_unit<E: Error>(self) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_none<E: Error>(self) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+        }
+        d.deserialize_any(Tree)
+    }
+}
+
+/// Which mapping of the policy a node is.
+#[derive(Clone, Copy)]
+enum Schema {
+    Root,
+    Rule,
+    Namespaces,
+    Selector,
+    Expression,
+}
+
+impl Schema {
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Schema::Root => &["sourceNamespace", "excludeNamespaces", "rules"],
+            Schema::Rule => &["name", "registries", "secret", "namespaces"],
+            Schema::Namespaces => &["include", "exclude", "selector"],
+            Schema::Selector => &["matchLabels", "matchExpressions"],
+            Schema::Expression => &["key", "operator", "values"],
+        }
+    }
+
+    /// The schema of the value under `field`, when it is one of ours.
+    fn child(self, field: &str) -> Option<Schema> {
+        match (self, field) {
+            (Schema::Root, "rules") => Some(Schema::Rule),
+            (Schema::Rule, "namespaces") => Some(Schema::Namespaces),
+            (Schema::Namespaces, "selector") => Some(Schema::Selector),
+            (Schema::Selector, "matchExpressions") => Some(Schema::Expression),
+            _ => None,
+        }
+    }
+}
+
+/// Reports every unknown field; shapes and types are left to the typed parse.
+fn check_fields(node: &Node, schema: Schema, problems: &mut Problems<'_>) {
+    match &node.0.value {
+        NodeKind::Seq(items) => items
+            .iter()
+            .for_each(|item| check_fields(item, schema, problems)),
+        NodeKind::Map(entries) => {
+            for (key, value) in entries {
+                if !schema.fields().contains(&key.value.as_str()) {
+                    problems.at(
+                        key,
+                        format!(
+                            "unknown field `{}`, expected one of {}",
+                            key.value,
+                            schema.fields().join(", ")
+                        ),
+                    );
+                } else if let Some(child) = schema.child(&key.value) {
+                    check_fields(value, child, problems);
+                }
+            }
+        }
+        NodeKind::Scalar => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -855,6 +989,25 @@ rules:
         assert!(found[5].starts_with("policy.yaml:12:9: ") && found[5].contains("never matches"));
         assert!(found[6].starts_with("policy.yaml:13:13: rule \"b\": secret \"Not_A_Name\""));
         assert!(found[7].starts_with("policy.yaml:15:17: namespaces.include: bad glob"));
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported() {
+        let text = "sourceNamespace: creds\nexcludeNamespace: [a]\nrules:\n  - name: a\n    registries: [quay.io]\n    secret: s\n    namespace: {include: [x]}\n  - name: b\n    registries: [quay.io]\n    secret: s\n    namespaces:\n      selector:\n        matchLabels: {anything: goes}\n        matchExpressions: [{key: k, operator: Exists, value: [x]}]\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[0].starts_with("policy.yaml:2:1: unknown field `excludeNamespace`"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with("policy.yaml:7:5: unknown field `namespace`"),
+            "{found:#?}"
+        );
+        assert!(
+            found[2].starts_with("policy.yaml:14:55: unknown field `value`"),
+            "{found:#?}"
+        );
     }
 
     #[test]
