@@ -7,18 +7,9 @@ use k8s_openapi::api::core::v1::Pod;
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
 
-/// `../shared` as BRIEF.md locates it: $PSI_SHARED_DIR, else beside the checkout, else /work/shared.
-pub fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("PSI_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if beside.is_dir() {
-        beside
-    } else {
-        PathBuf::from("/work/shared")
-    }
-}
+pub mod shared;
+
+pub use shared::shared_dir;
 
 pub fn samples_dir() -> PathBuf {
     shared_dir().join("reference/admission_review_samples")
