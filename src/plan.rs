@@ -121,6 +121,14 @@ pub fn plan(
     for image in images {
         let target = match ImageRef::parse(image.image) {
             Ok(reference) => reference.lookup_target(),
+            Err(_)
+                if old_images
+                    .as_ref()
+                    .is_some_and(|old| old.contains(image.image)) =>
+            {
+                // Already warned about when it was new.
+                continue;
+            }
             Err(err) => {
                 out.warnings.push(format!(
                     "{} {:?}: image {:?} is not a valid reference ({err}); no pull secret added for it",
@@ -153,8 +161,15 @@ pub fn plan(
     let mut needs: Vec<(SecretNeed, String)> = Vec::new();
     for (&index, image) in &matched {
         let rule = &policy.rules[index];
+        let is_old = |i: &str| old_images.as_ref().is_some_and(|old| old.contains(i));
         match needs.iter_mut().find(|(n, _)| n.name == rule.secret) {
-            Some((need, _)) => need.rules.push(rule.name.clone()),
+            Some((need, first)) => {
+                need.rules.push(rule.name.clone());
+                // Keep a new image as the example, so an UPDATE warning is not lost.
+                if is_old(first) && !is_old(image) {
+                    first.clone_from(image);
+                }
+            }
             None => needs.push((
                 SecretNeed {
                     name: rule.secret.clone(),

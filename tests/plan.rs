@@ -379,3 +379,66 @@ fn update_warns_only_about_images_the_old_pod_did_not_have() {
         plan.warnings
     );
 }
+
+#[test]
+fn update_warns_when_a_new_image_needs_a_secret_an_old_image_also_needed() {
+    // Two rules share one secret; the old image matched the first, the new one the second.
+    let shared = pullsecret_injector::policy::Policy::parse(
+        "sourceNamespace: creds\nrules:\n  - name: a\n    registries: [a.example.com]\n    secret: s\n  - name: b\n    registries: [b.example.com]\n    secret: s\n",
+        "shared.yaml",
+    )
+    .unwrap();
+    let old = to_pod(pod_json(&["a.example.com/x:1"], &[], &[], None));
+    let new = to_pod(pod_json(
+        &["a.example.com/x:1", "b.example.com/y:1", "Bad Image"],
+        &[],
+        &[],
+        None,
+    ));
+    let namespace = Namespace {
+        name: "team-a",
+        labels: Some(&BTreeMap::new()),
+    };
+    let plan = plan(
+        &shared,
+        &new,
+        &namespace,
+        Operation::Update { old: Some(&old) },
+        WEBHOOK_NS,
+    );
+    assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("Bad Image")),
+        "{:?}",
+        plan.warnings
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("\"s\" (rule a, b)") && w.contains("b.example.com/y:1")),
+        "{:?}",
+        plan.warnings
+    );
+
+    // An invalid image the old Pod already had is not warned about again.
+    let old_bad = to_pod(pod_json(&["Bad Image"], &[], &[], None));
+    let same = plan_update(&old_bad, &old_bad);
+    assert!(same.warnings.is_empty(), "{:?}", same.warnings);
+}
+
+fn plan_update(
+    old: &k8s_openapi::api::core::v1::Pod,
+    new: &k8s_openapi::api::core::v1::Pod,
+) -> Plan {
+    let namespace = Namespace {
+        name: "team-a",
+        labels: Some(&BTreeMap::new()),
+    };
+    plan(
+        &policy(),
+        new,
+        &namespace,
+        Operation::Update { old: Some(old) },
+        WEBHOOK_NS,
+    )
+}
