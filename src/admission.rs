@@ -472,6 +472,17 @@ mod tests {
     }
 
     #[test]
+    fn internal_errors_keep_their_detail_out_of_the_body() {
+        let err = AdmissionError::Internal("patch failed at /spec/x for token abc".into());
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.body(), br#"{"error":"internal error"}"#);
+        assert_eq!(err.metric_label(), "error");
+        let bad = AdmissionError::BadRequest("body is not an AdmissionReview".into());
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(bad.body(), br#"{"error":"body is not an AdmissionReview"}"#);
+    }
+
+    #[test]
     fn timeout_from_query() {
         let uri: Uri = "/mutate?timeout=10s".parse().unwrap();
         assert_eq!(query_timeout(&uri), Some(Duration::from_secs(10)));
