@@ -166,3 +166,26 @@ async fn policy_file_with_a_cluster_also_copies_and_follows_file_edits() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_source_namespace_moves_the_copies_to_the_new_source() {
+    let api = cluster().await;
+    api.put_namespace("team-s", &[]);
+    let hook = Webhook::start(&api, &[]).await;
+    hook.admit("team-s", IMAGE, false).await;
+    assert!(api.get_secret("team-s", SECRET).is_some());
+
+    api.put_namespace("creds-b", &[]);
+    let moved = api.put_secret(&pull_secret("creds-b", SECRET, "token-b"));
+    let policy = policy_yaml(SECRET).replace(SOURCE_NS, "creds-b");
+    api.put_configmap(&policy_configmap(&policy));
+    eventually("copy follows the new source", DEADLINE, || async {
+        api.get_secret("team-s", SECRET).filter(|copy| {
+            let from = copy.metadata.annotations.clone().unwrap_or_default();
+            data_of(copy) == data_of(&moved)
+                && from.get(SOURCE_ANNOTATION).map(String::as_str)
+                    == Some(&format!("creds-b/{SECRET}") as &str)
+        })
+    })
+    .await;
+}

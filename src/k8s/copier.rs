@@ -611,8 +611,8 @@ impl Copier {
                     .as_deref()
                     .is_some_and(|ns| ns != source_ns)
             })
-            .filter(|s| copy::is_copy_of(s, &source_ns, name))
-            .filter(|s| copy::compare(s, &source) != CopyState::Current)
+            .filter(|s| copy::is_managed(s))
+            .filter(|s| copy::compare(s, &source, &source_ns) != CopyState::Current)
             .filter(|s| {
                 !self
                     .namespaces
@@ -647,7 +647,7 @@ impl Copier {
         let mut current: Secret = (*copy).clone();
         // A few rounds: each 409 means someone else wrote in between; re-read and re-compare.
         for _ in 0..4 {
-            let state = copy::compare(&current, source);
+            let state = copy::compare(&current, source, source_ns);
             let result = match state {
                 CopyState::Current => return true,
                 CopyState::TypeChanged => {
@@ -672,9 +672,7 @@ impl Copier {
                     return true;
                 }
                 Err(Failure::Conflict) => match timed(api.get_opt(name)).await {
-                    Ok(Some(latest)) if copy::is_copy_of(&latest, source_ns, name) => {
-                        current = latest
-                    }
+                    Ok(Some(latest)) if copy::is_managed(&latest) => current = latest,
                     Ok(_) => return true,
                     Err(err) => return self.repair_failed(&namespace, name, err),
                 },

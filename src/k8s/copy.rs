@@ -109,18 +109,12 @@ fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// A managed copy of `source_namespace/name` (label and source annotation both ours).
-pub(crate) fn is_copy_of(secret: &Secret, source_namespace: &str, name: &str) -> bool {
-    is_managed(secret)
-        && annotation(secret, ANNOTATION_SOURCE)
-            == Some(source_ref(source_namespace, name).as_str())
-}
-
 /// What a managed copy needs to match its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CopyState {
     Current,
-    /// The source changed since the copy was written (a rotation).
+    /// The source changed since the copy was written (a rotation), or the policy now takes
+    /// it from another source namespace.
     Stale,
     /// The copy's content no longer matches the hash it carries: someone edited it.
     Drifted,
@@ -128,15 +122,18 @@ pub(crate) enum CopyState {
     TypeChanged,
 }
 
-pub(crate) fn compare(copy: &Secret, source: &Secret) -> CopyState {
+/// Compares a managed copy with `source`, the Secret of the same name in `source_namespace`.
+pub(crate) fn compare(copy: &Secret, source: &Secret, source_namespace: &str) -> CopyState {
     let wanted = content_hash(source);
     let actual = content_hash(copy);
     let recorded = annotation(copy, ANNOTATION_SOURCE_HASH);
+    let name = copy.metadata.name.as_deref().unwrap_or_default();
+    let from = annotation(copy, ANNOTATION_SOURCE);
     if secret_type(copy) != secret_type(source) {
         CopyState::TypeChanged
     } else if recorded != Some(actual.as_str()) {
         CopyState::Drifted
-    } else if actual != wanted {
+    } else if actual != wanted || from != Some(source_ref(source_namespace, name).as_str()) {
         CopyState::Stale
     } else {
         CopyState::Current
@@ -229,8 +226,6 @@ mod tests {
         );
         assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
         assert!(is_managed(&copy));
-        assert!(is_copy_of(&copy, "creds", "regcred"));
-        assert!(!is_copy_of(&copy, "other", "regcred"));
         assert!(!is_managed(&src));
     }
 
@@ -258,17 +253,27 @@ mod tests {
         let v1 = source(b"v1");
         let v2 = source(b"v2");
         let copy = build_copy(&v1, "creds", "regcred", "team-a");
-        assert_eq!(compare(&copy, &v1), CopyState::Current);
-        assert_eq!(compare(&copy, &v2), CopyState::Stale);
+        assert_eq!(compare(&copy, &v1, "creds"), CopyState::Current);
+        assert_eq!(compare(&copy, &v2, "creds"), CopyState::Stale);
         let mut edited = copy.clone();
         edited.data = Some(BTreeMap::from([(
             ".dockerconfigjson".into(),
             ByteString(b"mine".to_vec()),
         )]));
-        assert_eq!(compare(&edited, &v1), CopyState::Drifted);
+        assert_eq!(compare(&edited, &v1, "creds"), CopyState::Drifted);
         let mut cfg = v1.clone();
         cfg.type_ = Some(TYPE_DOCKERCFG.into());
-        assert_eq!(compare(&copy, &cfg), CopyState::TypeChanged);
+        assert_eq!(compare(&copy, &cfg, "creds"), CopyState::TypeChanged);
+    }
+
+    #[test]
+    fn copy_of_another_source_namespace_is_stale_until_rewritten() {
+        let v1 = source(b"v1");
+        let copy = build_copy(&v1, "old-creds", "regcred", "team-a");
+        assert_eq!(compare(&copy, &v1, "old-creds"), CopyState::Current);
+        assert_eq!(compare(&copy, &v1, "creds"), CopyState::Stale);
+        let updated = updated_copy(&copy, &v1, "creds", "regcred");
+        assert_eq!(compare(&updated, &v1, "creds"), CopyState::Current);
     }
 
     #[test]
@@ -281,7 +286,7 @@ mod tests {
         let updated = updated_copy(&copy, &v2, "creds", "regcred");
         assert_eq!(updated.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(updated.data, v2.data);
-        assert_eq!(compare(&updated, &v2), CopyState::Current);
+        assert_eq!(compare(&updated, &v2, "creds"), CopyState::Current);
     }
 
     #[test]
