@@ -203,6 +203,20 @@ async fn missing_or_non_pull_secret_source_copies_nothing_and_says_so() {
         0
     );
 
+    eventually(
+        "a log line names the unusable sources",
+        DEADLINE,
+        || async {
+            let logs = hook.logs();
+            let said = |name: &str| {
+                logs.iter()
+                    .any(|l| l.contains("source secret unusable") && l.contains(name))
+            };
+            (said("ghcr-pull") && said("quay-opaque")).then_some(())
+        },
+    )
+    .await;
+
     // The namespace holding the sources needs no copy of its own.
     let (response, _) = hook.admit(SOURCE_NS, IMAGE, false).await;
     assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));

@@ -112,6 +112,8 @@ struct Inner {
     pending: HashMap<Key, Pending>,
     /// (namespace, name, uid) of unmanaged Secrets already reported (metric and Event once).
     conflicts: HashSet<(String, String, String)>,
+    /// Secret names whose source is missing or unusable (logged once per change).
+    source_problems: HashMap<String, &'static str>,
     /// Names whose reconcile failed: retried after a delay.
     reconcile_retry: HashMap<String, (u32, Instant)>,
 }
@@ -192,13 +194,13 @@ impl Copier {
             ));
         };
         let Some(source) = secrets::get(&store, source_ns, name) else {
-            warn!(%namespace, secret = name, source = %copy::source_ref(source_ns, name), "source secret not found; nothing copied");
+            debug!(%namespace, secret = name, "source secret not found; nothing copied");
             return Some(format!(
                 "source Secret {source_ns}/{name} not found; nothing copied into {namespace}"
             ));
         };
         if !copy::is_pull_secret_type(&source) {
-            warn!(%namespace, secret = name, source_type = copy::secret_type(&source), "source secret is not a pull secret; nothing copied");
+            debug!(%namespace, secret = name, source_type = copy::secret_type(&source), "source secret is not a pull secret; nothing copied");
             return Some(format!(
                 "source Secret {source_ns}/{name} has type {}, not kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg; nothing copied",
                 copy::secret_type(&source)
@@ -588,20 +590,29 @@ impl Copier {
         let Some(store) = self.secrets.store(name) else {
             return true;
         };
-        let Some(source) = secrets::get(&store, &source_ns, name) else {
-            debug!(
-                secret = name,
-                "source secret absent; copies left as they are"
-            );
+        let source = secrets::get(&store, &source_ns, name);
+        let problem = match &source {
+            None => Some("not found"),
+            Some(s) if !copy::is_pull_secret_type(s) => Some("not of a pull secret type"),
+            Some(_) => None,
+        };
+        // Said once per change of state, not on every event.
+        let reported = self.lock().source_problems.get(name).copied();
+        if problem != reported {
+            let mut inner = self.lock();
+            match problem {
+                Some(problem) => {
+                    warn!(secret = name, source = %copy::source_ref(&source_ns, name), problem, "source secret unusable; nothing is copied, copies are left as they are");
+                    inner.source_problems.insert(name.to_string(), problem);
+                }
+                None => {
+                    inner.source_problems.remove(name);
+                }
+            }
+        }
+        let Some(source) = source.filter(|_| problem.is_none()) else {
             return true;
         };
-        if !copy::is_pull_secret_type(&source) {
-            debug!(
-                secret = name,
-                "source secret is not a pull secret; copies left as they are"
-            );
-            return true;
-        }
         let work: Vec<Arc<Secret>> = store
             .state()
             .into_iter()
