@@ -218,6 +218,10 @@ pub struct SecretLintArgs {
 pub struct SecretMatchArgs {
     #[arg(long)]
     pub image: String,
+    /// Take --image as the kubelet's lookup string (`registry/repository`) without parsing
+    /// or normalizing it.
+    #[arg(long)]
+    pub raw_target: bool,
     #[arg(default_value = "-")]
     pub input: String,
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]

@@ -4,12 +4,14 @@
 pub mod admission;
 pub mod cli;
 pub mod cmd;
+pub mod dockerconfig;
 pub mod k8s;
 pub mod keyring;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod reference;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod telemetry;
