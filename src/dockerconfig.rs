@@ -528,25 +528,45 @@ pub struct NewEntry {
     pub email: Option<String>,
 }
 
-/// Serializes entries in kubectl's shape (`username`, `password`, `email` if given, `auth`),
-/// wrapped in `auths` for `.dockerconfigjson`.
+/// Serializes entries in kubectl's shape (`username`, `password`, `email` if given, `auth`,
+/// in that order), wrapped in `auths` for `.dockerconfigjson`.
 pub fn render_config(entries: &[NewEntry], format: Format) -> String {
-    let mut registries = serde_json::Map::new();
-    for e in entries {
-        let mut entry = serde_json::Map::new();
-        entry.insert("username".into(), e.username.clone().into());
-        entry.insert("password".into(), e.password.clone().into());
-        if let Some(email) = e.email.as_ref().filter(|m| !m.is_empty()) {
-            entry.insert("email".into(), email.clone().into());
-        }
-        entry.insert("auth".into(), encode_auth(&e.username, &e.password).into());
-        registries.insert(e.server.clone(), entry.into());
+    #[derive(Serialize)]
+    struct EntryOut<'a> {
+        username: &'a str,
+        password: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        email: Option<&'a str>,
+        auth: String,
     }
-    let value = match format {
-        Format::DockerConfigJson => serde_json::json!({ "auths": registries }),
-        Format::DockerCfg => serde_json::Value::Object(registries),
+    struct Registries<'a>(&'a [NewEntry]);
+    impl Serialize for Registries<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for e in self.0 {
+                let out = EntryOut {
+                    username: &e.username,
+                    password: &e.password,
+                    email: e.email.as_deref().filter(|m| !m.is_empty()),
+                    auth: encode_auth(&e.username, &e.password),
+                };
+                map.serialize_entry(&e.server, &out)?;
+            }
+            map.end()
+        }
+    }
+    #[derive(Serialize)]
+    struct ConfigJson<'a> {
+        auths: Registries<'a>,
+    }
+    let registries = Registries(entries);
+    let text = match format {
+        Format::DockerConfigJson => serde_json::to_string(&ConfigJson { auths: registries }),
+        Format::DockerCfg => serde_json::to_string(&registries),
     };
-    value.to_string()
+    // Serializing strings into JSON cannot fail.
+    text.unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -25,15 +25,15 @@ use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target}
 
 #[derive(Debug, Error)]
 pub enum SecretError {
-    #[error("cannot read {origin}: {source}")]
+    #[error("cannot read {origin}: {problem}")]
     Read {
         origin: String,
-        source: std::io::Error,
+        problem: std::io::Error,
     },
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {problem}")]
     Input {
         origin: String,
-        source: dockerconfig::InputError,
+        problem: dockerconfig::InputError,
     },
     #[error("{0}")]
     Usage(String),
@@ -42,10 +42,10 @@ pub enum SecretError {
         .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
     Broken(Vec<BrokenConfig>),
-    #[error("invalid image {image:?}: {source}")]
+    #[error("invalid image {image:?}: {problem}")]
     Image {
         image: String,
-        source: crate::reference::ReferenceError,
+        problem: crate::reference::ReferenceError,
     },
     #[error(transparent)]
     Client(#[from] crate::registry::ClientError),
@@ -69,18 +69,18 @@ fn read_input(input: &str) -> Result<String, SecretError> {
     } else {
         std::fs::read_to_string(input).map(|t| text = t)
     };
-    result.map_err(|source| SecretError::Read {
+    result.map_err(|problem| SecretError::Read {
         origin: origin.to_string(),
-        source,
+        problem,
     })?;
     Ok(text)
 }
 
 fn read_documents(input: &str) -> Result<Vec<Document>, SecretError> {
     let text = read_input(input)?;
-    dockerconfig::parse_documents(&text).map_err(|source| SecretError::Input {
+    dockerconfig::parse_documents(&text).map_err(|problem| SecretError::Input {
         origin: if input == "-" { "stdin" } else { input }.to_string(),
-        source,
+        problem,
     })
 }
 
@@ -105,9 +105,9 @@ fn create(args: SecretCreateArgs) -> Result<ExitCode, SecretError> {
     };
     let entries = match &args.from_docker_config {
         Some(path) => {
-            let text = std::fs::read(path).map_err(|source| SecretError::Read {
+            let text = std::fs::read(path).map_err(|problem| SecretError::Read {
                 origin: path.display().to_string(),
-                source,
+                problem,
             })?;
             entries_from_docker_config(&text, args.server.as_deref(), &path.display().to_string())?
         }
@@ -128,7 +128,11 @@ fn create(args: SecretCreateArgs) -> Result<ExitCode, SecretError> {
     });
     match args.output {
         YamlOrJson::Json => print_json(&manifest),
-        YamlOrJson::Yaml => match serde_saphyr::to_string(&manifest) {
+        // One line per value, like kubectl, rather than folded block scalars.
+        YamlOrJson::Yaml => match serde_saphyr::to_string_with_options(
+            &manifest,
+            serde_saphyr::ser_options! { prefer_block_scalars: false },
+        ) {
             Ok(y) => print!("{y}"),
             Err(e) => return Err(SecretError::Usage(format!("cannot write YAML: {e}"))),
         },
@@ -158,9 +162,9 @@ fn entry_from_flags(args: &SecretCreateArgs) -> Result<NewEntry, SecretError> {
     let mut password = String::new();
     std::io::stdin()
         .read_to_string(&mut password)
-        .map_err(|source| SecretError::Read {
+        .map_err(|problem| SecretError::Read {
             origin: "stdin".into(),
-            source,
+            problem,
         })?;
     // `echo "$TOKEN" |` adds one newline; strip exactly that.
     if let Some(p) = password.strip_suffix('\n') {
@@ -397,9 +401,9 @@ fn lookup_target(image: &str, raw: bool) -> Result<(String, Option<ImageRef>), S
     if raw {
         return Ok((image.to_string(), None));
     }
-    let parsed = ImageRef::parse(image).map_err(|source| SecretError::Image {
+    let parsed = ImageRef::parse(image).map_err(|problem| SecretError::Image {
         image: image.to_string(),
-        source,
+        problem,
     })?;
     Ok((parsed.lookup_target(), Some(parsed)))
 }
@@ -512,9 +516,9 @@ async fn verify(args: SecretVerifyArgs) -> Result<ExitCode, SecretError> {
     };
     let ring = keyring_for(&args.input)?;
     let ca_pem = match &args.ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|source| SecretError::Read {
+        Some(path) => Some(std::fs::read(path).map_err(|problem| SecretError::Read {
             origin: path.display().to_string(),
-            source,
+            problem,
         })?),
         None => None,
     };
