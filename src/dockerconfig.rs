@@ -938,8 +938,13 @@ pub fn lint(docs: &[Document]) -> Vec<Finding> {
                         Severity::Error,
                         "data-not-base64",
                         None,
-                        format!("data key `{key}` is not valid base64; the API server rejects this Secret"),
+                        format!(
+                            "data key `{key}` is not valid base64; the API server rejects this Secret (put plain text under `stringData`)"
+                        ),
                     );
+                }
+                if !secret.undecodable.is_empty() {
+                    continue;
                 }
                 match lint_secret_shape(secret, &mut push) {
                     Some((format, bytes, used)) => (format, bytes, used),
