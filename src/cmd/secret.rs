@@ -247,7 +247,13 @@ fn entries_from_docker_config(
             for (i, e) in config.entries.iter().enumerate() {
                 ring.add(&e.key, i);
             }
-            let found: Vec<usize> = ring.lookup(&target).matches.iter().map(|m| m.credential).collect();
+            let lookup = ring.lookup(&target);
+            // A bare host like `gcr.io` passes isDefaultRegistryMatch; only Hub may fall back.
+            let found: Vec<usize> = if lookup.via_docker_hub_fallback && target != "docker.io" {
+                Vec::new()
+            } else {
+                lookup.matches.iter().map(|m| m.credential).collect()
+            };
             if found.is_empty() {
                 let message = match helper_for(server) {
                     Some(h) => format!(
@@ -280,23 +286,23 @@ fn entries_from_docker_config(
         return Err(SecretError::Usage(message));
     }
     let mut out = Vec::new();
+    let mut unusable = Vec::new();
     for e in selected {
         if e.credential.is_empty() {
-            let message = if !e.facts.token_fields.is_empty() {
+            unusable.push(if !e.facts.token_fields.is_empty() {
                 format!(
-                    "{origin}: the entry for {} holds only an identity token, which the kubelet cannot use; log in with a username and password or token",
+                    "the entry for {} holds only an identity token, which the kubelet cannot use; log in with a username and password or token",
                     display_key(&e.key)
                 )
             } else if let Some(h) = helper_for(&e.key) {
                 format!(
-                    "{origin}: the credentials for {} live in the credential helper docker-credential-{h}, not in the file{}",
-                    display_key(&e.key),
-                    if server.is_none() { "; pick other registries with --server" } else { "" }
+                    "the credentials for {} live in the credential helper docker-credential-{h}, not in the file",
+                    display_key(&e.key)
                 )
             } else {
-                format!("{origin}: the entry for {} has no credentials", display_key(&e.key))
-            };
-            return Err(SecretError::Usage(message));
+                format!("the entry for {} has no credentials", display_key(&e.key))
+            });
+            continue;
         }
         out.push(NewEntry {
             server: e.key.clone(),
@@ -304,6 +310,17 @@ fn entries_from_docker_config(
             password: e.credential.password.clone(),
             email: Some(e.credential.email.clone()).filter(|m| !m.is_empty()),
         });
+    }
+    if !unusable.is_empty() {
+        let hint = if server.is_none() {
+            " (pick the usable registries with --server)"
+        } else {
+            ""
+        };
+        return Err(SecretError::Usage(format!(
+            "{origin}: {}{hint}",
+            unusable.join("; ")
+        )));
     }
     Ok(out)
 }
