@@ -524,10 +524,17 @@ fn manifest_outcome(
 /// Classifies a transport failure by walking the error chain (rustls and io errors are
 /// wrapped several layers deep).
 fn transport_outcome(err: &reqwest::Error) -> Outcome {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut tls: Option<&rustls::Error> = None;
     let mut refused = false;
-    while let Some(e) = cur {
+    // io::Error hides what it wraps from `source()` (it returns the wrapped error's source),
+    // so descend through `get_ref()` as well; hyper-util nests io errors two deep.
+    let mut stack: Vec<&(dyn std::error::Error + 'static)> = vec![err];
+    let mut budget = 32;
+    while let Some(e) = stack.pop() {
+        budget -= 1;
+        if budget == 0 {
+            break;
+        }
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             tls = Some(r);
         }
@@ -535,13 +542,13 @@ fn transport_outcome(err: &reqwest::Error) -> Outcome {
             if io.kind() == std::io::ErrorKind::ConnectionRefused {
                 refused = true;
             }
-            if let Some(inner) = io.get_ref()
-                && let Some(r) = inner.downcast_ref::<rustls::Error>()
-            {
-                tls = Some(r);
+            if let Some(inner) = io.get_ref() {
+                stack.push(inner);
             }
         }
-        cur = e.source();
+        if let Some(next) = e.source() {
+            stack.push(next);
+        }
     }
     let detail = chain_text(err);
     if let Some(t) = tls {
