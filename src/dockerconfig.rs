@@ -600,10 +600,7 @@ impl SecretDoc {
         SecretDoc {
             name: secret.metadata.name.clone().unwrap_or_default(),
             namespace: secret.metadata.namespace.clone(),
-            secret_type: secret
-                .type_
-                .clone()
-                .unwrap_or_else(|| "Opaque".to_string()),
+            secret_type: secret.type_.clone().unwrap_or_else(|| "Opaque".to_string()),
             data,
             undecodable: Vec::new(),
         }
@@ -637,9 +634,14 @@ pub struct Document {
 pub enum Content {
     Secret(SecretDoc),
     /// A bare docker config (`config.json` or `.dockercfg` map).
-    DockerConfig { format: Format, bytes: Vec<u8> },
+    DockerConfig {
+        format: Format,
+        bytes: Vec<u8>,
+    },
     /// Something else (a Pod, a ConfigMap): skipped.
-    Other { kind: String },
+    Other {
+        kind: String,
+    },
 }
 
 impl Document {
@@ -687,7 +689,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, InputError> {
         Err(_) => serde_saphyr::from_multiple::<serde_json::Value>(text).map_err(|err| {
             // Only the position: YAML error snippets could quote secret data.
             InputError::Syntax(match err.location() {
-                Some(loc) => format!(" (YAML error at line {}, column {})", loc.line(), loc.column()),
+                Some(loc) => format!(
+                    " (YAML error at line {}, column {})",
+                    loc.line(),
+                    loc.column()
+                ),
                 None => String::new(),
             })
         })?,
@@ -696,7 +702,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, InputError> {
     for (i, value) in values.into_iter().enumerate() {
         collect(value, &format!("document {}", i + 1), &mut docs);
     }
-    if !docs.iter().any(|d| !matches!(d.content, Content::Other { .. })) {
+    if !docs
+        .iter()
+        .any(|d| !matches!(d.content, Content::Other { .. }))
+    {
         let kinds: Vec<String> = docs
             .iter()
             .filter_map(|d| match &d.content {
@@ -987,7 +996,11 @@ fn lint_secret_shape<'a>(
             Format::DockerConfigJson => cfg.map(|b| (Format::DockerCfg, b)),
             Format::DockerCfg => json.map(|b| (Format::DockerConfigJson, b)),
         };
-        let what = if present.is_some() { "is empty" } else { "is missing" };
+        let what = if present.is_some() {
+            "is empty"
+        } else {
+            "is missing"
+        };
         let mut message = format!(
             "type {t} but data key `{}` {what}: the API server rejects it and the kubelet would ignore it",
             wanted.data_key()
@@ -1060,7 +1073,11 @@ fn lint_config(
             format!("{}: {consequence}", p.message),
         );
     }
-    if config.problems.iter().any(|p| p.kind == DecodeProblemKind::InvalidJson) {
+    if config
+        .problems
+        .iter()
+        .any(|p| p.kind == DecodeProblemKind::InvalidJson)
+    {
         return;
     }
     match format {
@@ -1251,10 +1268,18 @@ fn lint_entry(
 /// Keys that look like Docker Hub but never match its images.
 fn hub_pitfall(index: &str) -> Option<String> {
     let host = index.split('/').next().unwrap_or(index);
-    let hub_like = ["registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com", "index.docker.io"]
-        .iter()
-        .any(|h| *h == host || keyring::urls_match(host, h));
-    if !hub_like || index == DOCKER_HUB_FALLBACK_INDEX_KEY || keyring::urls_match(index, HUB_SAMPLE_TARGET) {
+    let hub_like = [
+        "registry-1.docker.io",
+        "registry.hub.docker.com",
+        "hub.docker.com",
+        "index.docker.io",
+    ]
+    .iter()
+    .any(|h| *h == host || keyring::urls_match(host, h));
+    if !hub_like
+        || index == DOCKER_HUB_FALLBACK_INDEX_KEY
+        || keyring::urls_match(index, HUB_SAMPLE_TARGET)
+    {
         return None;
     }
     Some(if host == DOCKER_HUB_FALLBACK_INDEX_KEY {
@@ -1324,7 +1349,10 @@ mod tests {
         assert_eq!(c.entries[0].credential.username, "ping");
         assert_eq!(c.entries[0].credential.password, "pong");
         assert!(c.entries[0].facts.auth_overrides_username);
-        let c = decode(br#"{"auths":{"r":{"email":false}}}"#, Format::DockerConfigJson);
+        let c = decode(
+            br#"{"auths":{"r":{"email":false}}}"#,
+            Format::DockerConfigJson,
+        );
         assert_eq!(c.problems[0].kind, DecodeProblemKind::WrongType);
     }
 
@@ -1349,7 +1377,10 @@ mod tests {
             Format::DockerConfigJson,
         );
         assert_eq!(c.entries.len(), 2);
-        let c = decode(br#"{"auths":{"a":{}},"auths":null}"#, Format::DockerConfigJson);
+        let c = decode(
+            br#"{"auths":{"a":{}},"auths":null}"#,
+            Format::DockerConfigJson,
+        );
         assert!(c.entries.is_empty());
     }
 
@@ -1369,7 +1400,10 @@ mod tests {
 
     #[test]
     fn display_key_hides_userinfo() {
-        assert_eq!(display_key("https://u:p@reg.io/v1/"), "https://<redacted>@reg.io/v1/");
+        assert_eq!(
+            display_key("https://u:p@reg.io/v1/"),
+            "https://<redacted>@reg.io/v1/"
+        );
         assert_eq!(display_key("reg.io/a@b"), "reg.io/a@b");
     }
 

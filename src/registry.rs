@@ -102,17 +102,36 @@ pub enum Outcome {
         digest: Option<String>,
     },
     /// Authenticated, but no such repository or tag/digest.
-    ManifestNotFound { scheme: AuthScheme },
+    ManifestNotFound {
+        scheme: AuthScheme,
+    },
     /// The registry or its token server rejected the credentials (401).
-    BadCredentials { scheme: AuthScheme, detail: String },
+    BadCredentials {
+        scheme: AuthScheme,
+        detail: String,
+    },
     /// The credentials work but give no pull access to this repository.
-    NoAccess { scheme: AuthScheme, detail: String },
+    NoAccess {
+        scheme: AuthScheme,
+        detail: String,
+    },
     /// No credentials were sent and the registry wants some.
-    AuthRequired { scheme: AuthScheme },
-    Tls { detail: String, unknown_ca: bool },
-    ConnectionRefused { detail: String },
-    Timeout { detail: String },
-    Other { detail: String },
+    AuthRequired {
+        scheme: AuthScheme,
+    },
+    Tls {
+        detail: String,
+        unknown_ca: bool,
+    },
+    ConnectionRefused {
+        detail: String,
+    },
+    Timeout {
+        detail: String,
+    },
+    Other {
+        detail: String,
+    },
 }
 
 impl Outcome {
@@ -183,7 +202,10 @@ impl Outcome {
                 }
             }
             Outcome::ConnectionRefused { detail } => {
-                format!("connection refused: nothing listens at {} ({detail})", target.host)
+                format!(
+                    "connection refused: nothing listens at {} ({detail})",
+                    target.host
+                )
             }
             Outcome::Timeout { detail } => format!("timed out ({detail})"),
             Outcome::Other { detail } => detail.clone(),
@@ -300,8 +322,8 @@ impl RegistryClient {
             builder = builder.timeout(timeout);
         }
         if let Some(pem) = &options.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|_| ClientError::BadCaFile)?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|_| ClientError::BadCaFile)?;
             if certs.is_empty() {
                 return Err(ClientError::BadCaFile);
             }
@@ -335,7 +357,9 @@ impl RegistryClient {
             StatusCode::UNAUTHORIZED => {}
             other => {
                 return Outcome::Other {
-                    detail: format!("GET /v2/ answered {other}; this does not look like a registry API"),
+                    detail: format!(
+                        "GET /v2/ answered {other}; this does not look like a registry API"
+                    ),
                 };
             }
         }
@@ -500,8 +524,6 @@ fn manifest_outcome(
                     scheme,
                     detail: "the registry answered 401 insufficient_scope: the token grants no pull on this repository".to_string(),
                 }
-            } else if !sent_credentials && scheme == AuthScheme::Bearer {
-                Outcome::AuthRequired { scheme }
             } else if !sent_credentials {
                 Outcome::AuthRequired { scheme }
             } else {
@@ -557,9 +579,9 @@ fn transport_outcome(err: &reqwest::Error) -> Outcome {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
         );
         let detail = match t {
-            rustls::Error::InvalidMessage(_) => format!(
-                "{t}; if the registry speaks plain HTTP, use --plain-http"
-            ),
+            rustls::Error::InvalidMessage(_) => {
+                format!("{t}; if the registry speaks plain HTTP, use --plain-http")
+            }
             _ => t.to_string(),
         };
         return Outcome::Tls { detail, unknown_ca };

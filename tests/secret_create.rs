@@ -35,7 +35,12 @@ fn create_json(args: &[&str], stdin: &[u8]) -> (Value, Value) {
     all.extend_from_slice(args);
     all.extend_from_slice(&["-o", "json"]);
     let out = bin(&all, stdin);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
     let data = manifest["data"].as_object().unwrap();
     assert_eq!(data.len(), 1, "one data key");
@@ -47,14 +52,27 @@ fn create_json(args: &[&str], stdin: &[u8]) -> (Value, Value) {
 #[test]
 fn kubectl_shape_with_password_from_stdin_newline_stripped() {
     let (manifest, config) = create_json(
-        &["regcred", "--server", "registry.example.com:5000", "--username", "alice",
-          "--password-stdin", "--email", "alice@example.com", "--namespace", "team-a"],
+        &[
+            "regcred",
+            "--server",
+            "registry.example.com:5000",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--email",
+            "alice@example.com",
+            "--namespace",
+            "team-a",
+        ],
         b"hunter2\n",
     );
     assert_eq!(manifest["apiVersion"], "v1");
     assert_eq!(manifest["kind"], "Secret");
     assert_eq!(manifest["type"], "kubernetes.io/dockerconfigjson");
-    assert_eq!(manifest["metadata"], json!({"name": "regcred", "namespace": "team-a"}));
+    assert_eq!(
+        manifest["metadata"],
+        json!({"name": "regcred", "namespace": "team-a"})
+    );
     assert_eq!(
         config,
         json!({"auths": {"registry.example.com:5000": {
@@ -62,7 +80,10 @@ fn kubectl_shape_with_password_from_stdin_newline_stripped() {
             "auth": "YWxpY2U6aHVudGVyMg=="}}})
     );
     // Byte-exact kubectl field order.
-    let raw = String::from_utf8(b64d(manifest["data"][".dockerconfigjson"].as_str().unwrap())).unwrap();
+    let raw = String::from_utf8(b64d(
+        manifest["data"][".dockerconfigjson"].as_str().unwrap(),
+    ))
+    .unwrap();
     assert_eq!(
         raw,
         r#"{"auths":{"registry.example.com:5000":{"username":"alice","password":"hunter2","email":"alice@example.com","auth":"YWxpY2U6aHVudGVyMg=="}}}"#
@@ -72,7 +93,14 @@ fn kubectl_shape_with_password_from_stdin_newline_stripped() {
 #[test]
 fn crlf_is_stripped_and_colons_in_passwords_survive() {
     let (_, config) = create_json(
-        &["c", "--server", "ghcr.io", "--username", "bot", "--password-stdin"],
+        &[
+            "c",
+            "--server",
+            "ghcr.io",
+            "--username",
+            "bot",
+            "--password-stdin",
+        ],
         b"to:ken\r\n",
     );
     let entry = &config["auths"]["ghcr.io"];
@@ -84,8 +112,22 @@ fn crlf_is_stripped_and_colons_in_passwords_survive() {
 #[test]
 fn default_server_is_docker_hub_and_match_finds_it_via_fallback() {
     let (manifest, config) = create_json(&["hub", "--username", "me", "--password-stdin"], b"pw\n");
-    assert!(config["auths"].get("https://index.docker.io/v1/").is_some(), "{config}");
-    let out = bin(&["secret", "match", "--image", "nginx:1.27", "-o", "json", "-"], manifest.to_string().as_bytes());
+    assert!(
+        config["auths"].get("https://index.docker.io/v1/").is_some(),
+        "{config}"
+    );
+    let out = bin(
+        &[
+            "secret",
+            "match",
+            "--image",
+            "nginx:1.27",
+            "-o",
+            "json",
+            "-",
+        ],
+        manifest.to_string().as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(0));
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(m["viaDockerHubFallback"], true);
@@ -95,52 +137,168 @@ fn default_server_is_docker_hub_and_match_finds_it_via_fallback() {
 #[test]
 fn yaml_output_passes_lint_and_match_finds_the_registry_images() {
     let out = bin(
-        &["secret", "create", "regcred", "--server", "registry.example.com", "--username", "robot$ci", "--password-stdin"],
+        &[
+            "secret",
+            "create",
+            "regcred",
+            "--server",
+            "registry.example.com",
+            "--username",
+            "robot$ci",
+            "--password-stdin",
+        ],
         b"p@ss word\n",
     );
     assert_eq!(out.status.code(), Some(0));
     let yaml = out.stdout;
     let text = String::from_utf8_lossy(&yaml);
-    assert!(text.contains("type: kubernetes.io/dockerconfigjson"), "{text}");
-    assert!(!text.contains(">-") && !text.contains("|"), "values on one line:\n{text}");
+    assert!(
+        text.contains("type: kubernetes.io/dockerconfigjson"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(">-") && !text.contains("|"),
+        "values on one line:\n{text}"
+    );
 
     let lint = bin(&["secret", "lint", "-"], &yaml);
-    assert_eq!(lint.status.code(), Some(0), "{}", String::from_utf8_lossy(&lint.stdout));
+    assert_eq!(
+        lint.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
 
-    for image in ["registry.example.com/team/app:v1", "registry.example.com/x@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"] {
-        let m = bin(&["secret", "match", "--image", image, "-o", "json", "-"], &yaml);
+    for image in [
+        "registry.example.com/team/app:v1",
+        "registry.example.com/x@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ] {
+        let m = bin(
+            &["secret", "match", "--image", image, "-o", "json", "-"],
+            &yaml,
+        );
         assert_eq!(m.status.code(), Some(0), "{image}");
         let m: Value = serde_json::from_slice(&m.stdout).unwrap();
         assert_eq!(m["matches"][0]["username"], "robot$ci");
     }
-    let other = bin(&["secret", "match", "--image", "ghcr.io/team/app", "-"], &yaml);
-    assert_eq!(other.status.code(), Some(1), "other registries are not covered");
+    let other = bin(
+        &["secret", "match", "--image", "ghcr.io/team/app", "-"],
+        &yaml,
+    );
+    assert_eq!(
+        other.status.code(),
+        Some(1),
+        "other registries are not covered"
+    );
 }
 
 #[test]
 fn dockercfg_type_writes_the_bare_map() {
     let (manifest, config) = create_json(
-        &["legacy", "--server", "quay.io", "--username", "u", "--password-stdin", "--type", "dockercfg"],
+        &[
+            "legacy",
+            "--server",
+            "quay.io",
+            "--username",
+            "u",
+            "--password-stdin",
+            "--type",
+            "dockercfg",
+        ],
         b"p",
     );
     assert_eq!(manifest["type"], "kubernetes.io/dockercfg");
     assert!(manifest["data"].get(".dockercfg").is_some());
     assert_eq!(config["quay.io"]["username"], "u");
     let lint = bin(&["secret", "lint", "-"], manifest.to_string().as_bytes());
-    assert_eq!(lint.status.code(), Some(0), "{}", String::from_utf8_lossy(&lint.stdout));
-    let m = bin(&["secret", "match", "--image", "quay.io/org/app", "-"], manifest.to_string().as_bytes());
+    assert_eq!(
+        lint.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+    let m = bin(
+        &["secret", "match", "--image", "quay.io/org/app", "-"],
+        manifest.to_string().as_bytes(),
+    );
     assert_eq!(m.status.code(), Some(0));
 }
 
 #[test]
 fn refuses_what_the_kubelet_would_misread() {
     let cases: &[(&[&str], &[u8], &str)] = &[
-        (&["x", "--server", "r.io", "--username", "a:b", "--password-stdin"], b"pw", "`:`"),
-        (&["x", "--server", "registry-1.docker.io", "--username", "a", "--password-stdin"], b"pw", "Docker Hub"),
-        (&["x", "--server", "registry.hub.docker.com", "--username", "a", "--password-stdin"], b"pw", "Docker Hub"),
-        (&["x", "--server", "r.io:http", "--username", "a", "--password-stdin"], b"pw", "cannot parse"),
-        (&["x", "--server", "r.io", "--username", "a", "--password-stdin"], b"\n", "empty"),
-        (&["Bad_Name", "--server", "r.io", "--username", "a", "--password-stdin"], b"pw", "DNS"),
+        (
+            &[
+                "x",
+                "--server",
+                "r.io",
+                "--username",
+                "a:b",
+                "--password-stdin",
+            ],
+            b"pw",
+            "`:`",
+        ),
+        (
+            &[
+                "x",
+                "--server",
+                "registry-1.docker.io",
+                "--username",
+                "a",
+                "--password-stdin",
+            ],
+            b"pw",
+            "Docker Hub",
+        ),
+        (
+            &[
+                "x",
+                "--server",
+                "registry.hub.docker.com",
+                "--username",
+                "a",
+                "--password-stdin",
+            ],
+            b"pw",
+            "Docker Hub",
+        ),
+        (
+            &[
+                "x",
+                "--server",
+                "r.io:http",
+                "--username",
+                "a",
+                "--password-stdin",
+            ],
+            b"pw",
+            "cannot parse",
+        ),
+        (
+            &[
+                "x",
+                "--server",
+                "r.io",
+                "--username",
+                "a",
+                "--password-stdin",
+            ],
+            b"\n",
+            "empty",
+        ),
+        (
+            &[
+                "Bad_Name",
+                "--server",
+                "r.io",
+                "--username",
+                "a",
+                "--password-stdin",
+            ],
+            b"pw",
+            "DNS",
+        ),
         (&["x", "--server", "r.io"], b"", "--username"),
     ];
     for (args, stdin, says) in cases {
@@ -174,7 +332,15 @@ fn docker_config() -> tempfile::NamedTempFile {
 fn from_config(server: Option<&str>) -> Output {
     let f = docker_config();
     let path = f.path().to_str().unwrap().to_string();
-    let mut args = vec!["secret", "create", "imported", "--from-docker-config", &path, "-o", "json"];
+    let mut args = vec![
+        "secret",
+        "create",
+        "imported",
+        "--from-docker-config",
+        &path,
+        "-o",
+        "json",
+    ];
     if let Some(s) = server {
         args.extend_from_slice(&["--server", s]);
     }
@@ -184,12 +350,23 @@ fn from_config(server: Option<&str>) -> Output {
 #[test]
 fn from_docker_config_keeps_only_the_matching_auths_entry() {
     // `docker.io` finds `https://index.docker.io/v1/`, the way the kubelet would match it.
-    for server in ["docker.io", "https://index.docker.io/v1/", "index.docker.io"] {
+    for server in [
+        "docker.io",
+        "https://index.docker.io/v1/",
+        "index.docker.io",
+    ] {
         let out = from_config(Some(server));
-        assert_eq!(out.status.code(), Some(0), "{server}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{server}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let config: Value =
-            serde_json::from_slice(&b64d(manifest["data"][".dockerconfigjson"].as_str().unwrap())).unwrap();
+        let config: Value = serde_json::from_slice(&b64d(
+            manifest["data"][".dockerconfigjson"].as_str().unwrap(),
+        ))
+        .unwrap();
         assert_eq!(
             config,
             json!({"auths": {"https://index.docker.io/v1/": {
@@ -199,8 +376,10 @@ fn from_docker_config_keeps_only_the_matching_auths_entry() {
     }
     let out = from_config(Some("ghcr.io"));
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let config: Value =
-        serde_json::from_slice(&b64d(manifest["data"][".dockerconfigjson"].as_str().unwrap())).unwrap();
+    let config: Value = serde_json::from_slice(&b64d(
+        manifest["data"][".dockerconfigjson"].as_str().unwrap(),
+    ))
+    .unwrap();
     assert_eq!(config["auths"]["ghcr.io"]["email"], "g@example.com");
     assert_eq!(config["auths"].as_object().unwrap().len(), 1);
 }
@@ -219,7 +398,10 @@ fn from_docker_config_names_the_credential_helper() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{server:?}");
         assert!(err.contains(says), "{server:?}: {err}");
-        assert!(!err.contains("hubpass") && !err.contains("ghtoken"), "{err}");
+        assert!(
+            !err.contains("hubpass") && !err.contains("ghtoken"),
+            "{err}"
+        );
     }
 }
 
@@ -230,7 +412,10 @@ fn from_docker_config_without_helpers_keeps_every_entry() {
         "b.example.com": {"auth": b64("ub:pb")}}});
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(config.to_string().as_bytes()).unwrap();
-    let (_, out) = create_json(&["both", "--from-docker-config", f.path().to_str().unwrap()], b"");
+    let (_, out) = create_json(
+        &["both", "--from-docker-config", f.path().to_str().unwrap()],
+        b"",
+    );
     assert_eq!(out["auths"]["a.example.com"]["auth"], b64("ua:pa"));
     assert_eq!(out["auths"]["b.example.com"]["username"], "ub");
 }

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 const PASSWORD: &str = "s3cr3t-PASSWORD";
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secrets").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/secrets")
+        .join(name)
 }
 
 fn lint(args: &[&str]) -> Output {
@@ -23,8 +25,12 @@ fn codes(name: &str) -> (i32, Vec<String>, serde_json::Value) {
     let path = fixture(name);
     let out = lint(&["-o", "json", path.to_str().unwrap()]);
     assert_no_secret_in(&out);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{name}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{name}: stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     let codes = report["findings"]
         .as_array()
         .unwrap()
@@ -40,27 +46,53 @@ fn assert_no_secret_in(out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!all.contains(PASSWORD), "a password leaked into the output:\n{all}");
-    assert!(!all.contains("czNjcjN0"), "base64 of a password leaked into the output:\n{all}");
+    assert!(
+        !all.contains(PASSWORD),
+        "a password leaked into the output:\n{all}"
+    );
+    assert!(
+        !all.contains("czNjcjN0"),
+        "base64 of a password leaked into the output:\n{all}"
+    );
 }
 
 #[test]
 fn each_pitfall_fixture_reports_its_code_and_exits_1() {
     let cases: &[(&str, &[&str])] = &[
         ("opaque-type.yaml", &["type-key-mismatch"]),
-        ("config-json-as-dockercfg.yaml", &["dockerconfigjson-as-dockercfg"]),
-        ("dockercfg-as-dockerconfigjson.yaml", &["dockercfg-as-dockerconfigjson"]),
+        (
+            "config-json-as-dockercfg.yaml",
+            &["dockerconfigjson-as-dockercfg"],
+        ),
+        (
+            "dockercfg-as-dockerconfigjson.yaml",
+            &["dockercfg-as-dockerconfigjson"],
+        ),
         ("invalid-json.yaml", &["invalid-json"]),
         ("bad-auth-not-base64.yaml", &["bad-auth"]),
         ("bad-auth-no-colon.yaml", &["bad-auth"]),
         ("wrong-type.yaml", &["wrong-json-type"]),
         ("skipped-key.yaml", &["skipped-key"]),
-        ("docker-hub-aliases.yaml", &["docker-hub-key", "docker-hub-key", "docker-hub-key"]),
+        (
+            "docker-hub-aliases.yaml",
+            &["docker-hub-key", "docker-hub-key", "docker-hub-key"],
+        ),
         ("docker-hub-shadowed.yaml", &["docker-hub-shadowed"]),
         ("auth-mismatch.yaml", &["auth-mismatch"]),
         ("identitytoken-only.json", &["identitytoken-only"]),
-        ("creds-store.json", &["creds-store", "cred-helpers", "empty-credential", "empty-credential"]),
-        ("case-insensitive.yaml", &["case-insensitive-field", "case-insensitive-field"]),
+        (
+            "creds-store.json",
+            &[
+                "creds-store",
+                "cred-helpers",
+                "empty-credential",
+                "empty-credential",
+            ],
+        ),
+        (
+            "case-insensitive.yaml",
+            &["case-insensitive-field", "case-insensitive-field"],
+        ),
         ("data-not-base64.yaml", &["data-not-base64"]),
         ("list.yaml", &["type-key-mismatch"]),
     ];
@@ -73,11 +105,22 @@ fn each_pitfall_fixture_reports_its_code_and_exits_1() {
 
 #[test]
 fn decode_failures_say_every_pull_of_the_pod_fails() {
-    for name in ["invalid-json.yaml", "bad-auth-not-base64.yaml", "bad-auth-no-colon.yaml", "wrong-type.yaml"] {
+    for name in [
+        "invalid-json.yaml",
+        "bad-auth-not-base64.yaml",
+        "bad-auth-no-colon.yaml",
+        "wrong-type.yaml",
+    ] {
         let (_, _, report) = codes(name);
         let f = &report["findings"][0];
         assert_eq!(f["severity"], "error", "{name}");
-        assert!(f["message"].as_str().unwrap().contains("fails every image pull"), "{name}: {f}");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("fails every image pull"),
+            "{name}: {f}"
+        );
     }
 }
 
@@ -90,8 +133,20 @@ fn hub_aliases_name_each_key_and_the_fix() {
         .iter()
         .map(|f| f["registry"].as_str().unwrap())
         .collect();
-    assert_eq!(regs, ["registry-1.docker.io", "https://registry.hub.docker.com", "*.docker.io"]);
-    assert!(report["findings"][0]["message"].as_str().unwrap().contains("https://index.docker.io/v1/"));
+    assert_eq!(
+        regs,
+        [
+            "registry-1.docker.io",
+            "https://registry.hub.docker.com",
+            "*.docker.io"
+        ]
+    );
+    assert!(
+        report["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://index.docker.io/v1/")
+    );
 }
 
 #[test]
@@ -100,7 +155,13 @@ fn shadowing_names_the_fallback_secret() {
     let f = &report["findings"][0];
     assert_eq!(f["source"], "Secret apps/hub-short");
     assert_eq!(f["registry"], "docker.io");
-    assert!(f["message"].as_str().unwrap().contains("Secret apps/hub-default"), "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("Secret apps/hub-default"),
+        "{f}"
+    );
 }
 
 #[test]

@@ -63,8 +63,12 @@ fn check(case: &Value, image: &str, raw: bool) {
     }
     let out = run_match(&args, input.as_bytes());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let got: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    let got: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{case}: not JSON ({e}): {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let found = case["found"].as_bool().unwrap();
     assert_eq!(got["found"], found, "{case}\n{got}");
     assert_eq!(got["lookupTarget"], case["lookup_target"], "{case}");
@@ -96,18 +100,28 @@ fn every_lookup_case_of_the_kubelet_table() {
         check(case, target, true);
         // Where the target is also an image that normalizes to itself, the plain --image
         // path (parse + normalize) must agree too.
-        if ImageRef::parse(target).map(|r| r.lookup_target()).as_deref() == Ok(target) {
+        if ImageRef::parse(target)
+            .map(|r| r.lookup_target())
+            .as_deref()
+            == Ok(target)
+        {
             check(case, target, false);
             as_images += 1;
         }
     }
-    assert!(as_images >= 10, "most cases also run as images ({as_images})");
+    assert!(
+        as_images >= 10,
+        "most cases also run as images ({as_images})"
+    );
 }
 
 #[test]
 fn json_output_has_exactly_the_documented_fields() {
     let input = secrets_list(&[json!({"key": "https://index.docker.io/v1/", "cred": "hub"})]);
-    let out = run_match(&["--image", "nginx:1.27", "-o", "json", "-"], input.as_bytes());
+    let out = run_match(
+        &["--image", "nginx:1.27", "-o", "json", "-"],
+        input.as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(0));
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -124,7 +138,10 @@ fn direct_docker_io_key_suppresses_the_fallback() {
         json!({"key": "https://index.docker.io/v1/", "cred": "fallback"}),
         json!({"key": "docker.io", "cred": "direct"}),
     ]);
-    let out = run_match(&["--image", "library/redis", "-o", "json", "-"], input.as_bytes());
+    let out = run_match(
+        &["--image", "library/redis", "-o", "json", "-"],
+        input.as_bytes(),
+    );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["viaDockerHubFallback"], false);
     assert_eq!(got["matches"][0]["username"], "direct");
@@ -139,11 +156,17 @@ fn invalid_image_or_broken_secret_exits_2() {
     let broken = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b"},
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": b64(r#"{"auths":{"other.example.com":{"auth":"nope!"}}}"#)}});
-    let out = run_match(&["--image", "reg.example.com/a/b", "-"], broken.to_string().as_bytes());
+    let out = run_match(
+        &["--image", "reg.example.com/a/b", "-"],
+        broken.to_string().as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fail every image pull"), "{err}");
-    assert!(!err.contains("nope!"), "the auth value is not echoed: {err}");
+    assert!(
+        !err.contains("nope!"),
+        "the auth value is not echoed: {err}"
+    );
 }
 
 #[test]
@@ -152,7 +175,10 @@ fn text_output_lists_credentials_in_order() {
         json!({"key": "bar.example.com", "cred": "ada"}),
         json!({"key": "bar.example.com/pong", "cred": "grace"}),
     ]);
-    let out = run_match(&["--image", "bar.example.com/pong/pang", "-"], input.as_bytes());
+    let out = run_match(
+        &["--image", "bar.example.com/pong/pang", "-"],
+        input.as_bytes(),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let grace = text.find("user grace").expect("grace listed");
     let ada = text.find("user ada").expect("ada listed");

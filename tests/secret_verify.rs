@@ -29,10 +29,24 @@ fn bin(args: &[&str], stdin: &[u8]) -> Output {
 /// `secret create` for one registry; returns the manifest (YAML).
 fn create_secret(server: &str, user: &str, password: &str) -> Vec<u8> {
     let out = bin(
-        &["secret", "create", "regcred", "--server", server, "--username", user, "--password-stdin"],
+        &[
+            "secret",
+            "create",
+            "regcred",
+            "--server",
+            server,
+            "--username",
+            user,
+            "--password-stdin",
+        ],
         format!("{password}\n").as_bytes(),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -43,7 +57,9 @@ fn authfile(manifest: &[u8]) -> tempfile::NamedTempFile {
         .lines()
         .find_map(|l| l.trim().strip_prefix(".dockerconfigjson:"))
         .expect("a .dockerconfigjson line");
-    let config = base64::engine::general_purpose::STANDARD.decode(line.trim()).unwrap();
+    let config = base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .unwrap();
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(&config).unwrap();
     f
@@ -51,7 +67,13 @@ fn authfile(manifest: &[u8]) -> tempfile::NamedTempFile {
 
 fn skopeo_inspect(authfile: &std::path::Path, reference: &str) -> Output {
     Command::new(require_tool("skopeo"))
-        .args(["--insecure-policy", "inspect", "--raw", "--tls-verify=false", "--authfile"])
+        .args([
+            "--insecure-policy",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--authfile",
+        ])
         .arg(authfile)
         .arg(format!("docker://{reference}"))
         .stdin(Stdio::null())
@@ -61,19 +83,35 @@ fn skopeo_inspect(authfile: &std::path::Path, reference: &str) -> Output {
 
 /// Runs `secret verify -o json`; returns (exit code, report).
 fn verify(image: &str, manifest: &[u8], extra: &[&str]) -> (i32, Value) {
-    let mut args = vec!["secret", "verify", "--image", image, "-o", "json", "--timeout", "10s"];
+    let mut args = vec![
+        "secret",
+        "verify",
+        "--image",
+        image,
+        "-o",
+        "json",
+        "--timeout",
+        "10s",
+    ];
     args.extend_from_slice(extra);
     args.push("-");
     let out = bin(&args, manifest);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "not JSON ({e}): {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (out.status.code().unwrap(), report)
 }
 
 fn result_of(report: &Value) -> (&str, &str) {
     let last = report["attempts"].as_array().unwrap().last().unwrap();
-    (last["result"].as_str().unwrap(), last["message"].as_str().unwrap())
+    (
+        last["result"].as_str().unwrap(),
+        last["message"].as_str().unwrap(),
+    )
 }
 
 #[test]
@@ -83,24 +121,43 @@ fn created_secret_authenticates_with_skopeo_and_verify_basic_auth() {
     let digest = push_image(&format!("{host}/team/app:v1"), ("alice", "wonder:land"));
 
     let manifest = create_secret(&host, "alice", "wonder:land");
-    assert_eq!(bin(&["secret", "lint", "-"], &manifest).status.code(), Some(0));
+    assert_eq!(
+        bin(&["secret", "lint", "-"], &manifest).status.code(),
+        Some(0)
+    );
     let image = format!("{host}/team/app:v1");
-    assert_eq!(bin(&["secret", "match", "--image", &image, "-"], &manifest).status.code(), Some(0));
+    assert_eq!(
+        bin(&["secret", "match", "--image", &image, "-"], &manifest)
+            .status
+            .code(),
+        Some(0)
+    );
 
     // The runtime's view: skopeo reads the .dockerconfigjson as an authfile.
     let auth = authfile(&manifest);
     let out = skopeo_inspect(auth.path(), &image);
-    assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (code, report) = verify(&image, &manifest, &["--plain-http"]);
     let (result, message) = result_of(&report);
     assert_eq!((code, result), (0, "authenticated"), "{report}");
     assert!(message.contains("Basic"), "{message}");
-    assert!(message.contains(&digest), "reports the manifest digest: {message}");
+    assert!(
+        message.contains(&digest),
+        "reports the manifest digest: {message}"
+    );
     assert_eq!(report["authenticated"], true);
 
     let (code, report) = verify(&format!("{host}/team/app:v2"), &manifest, &["--plain-http"]);
-    assert_eq!((code, result_of(&report).0), (1, "manifest-not-found"), "{report}");
+    assert_eq!(
+        (code, result_of(&report).0),
+        (1, "manifest-not-found"),
+        "{report}"
+    );
 
     // A wrong password: the registry answers 401; skopeo agrees.
     let wrong = create_secret(&host, "alice", "nope");
@@ -114,11 +171,21 @@ fn created_secret_authenticates_with_skopeo_and_verify_basic_auth() {
     // No matching secret at all: anonymous, and the registry wants credentials.
     let other = create_secret("other.example.com", "alice", "x");
     let (code, report) = verify(&image, &other, &["--plain-http"]);
-    assert_eq!((code, result_of(&report).0), (1, "auth-required"), "{report}");
+    assert_eq!(
+        (code, result_of(&report).0),
+        (1, "auth-required"),
+        "{report}"
+    );
 
-    let text = bin(&["secret", "verify", "--image", &image, "--plain-http", "-"], &manifest);
+    let text = bin(
+        &["secret", "verify", "--image", &image, "--plain-http", "-"],
+        &manifest,
+    );
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("authenticated") && !text.contains("wonder:land"), "{text}");
+    assert!(
+        text.contains("authenticated") && !text.contains("wonder:land"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -133,14 +200,25 @@ fn tls_registry_needs_its_ca() {
     let (code, report) = verify(&image, &manifest, &[]);
     let (result, message) = result_of(&report);
     assert_eq!((code, result), (1, "tls-error"), "{report}");
-    assert!(message.contains("--ca-file"), "suggests --ca-file: {message}");
+    assert!(
+        message.contains("--ca-file"),
+        "suggests --ca-file: {message}"
+    );
 
     let ca = tls.ca.to_str().unwrap();
     let (code, report) = verify(&image, &manifest, &["--ca-file", ca]);
-    assert_eq!((code, result_of(&report).0), (0, "authenticated"), "{report}");
+    assert_eq!(
+        (code, result_of(&report).0),
+        (0, "authenticated"),
+        "{report}"
+    );
 
     let (code, report) = verify(&image, &manifest, &["--insecure-skip-tls-verify"]);
-    assert_eq!((code, result_of(&report).0), (0, "authenticated"), "{report}");
+    assert_eq!(
+        (code, result_of(&report).0),
+        (0, "authenticated"),
+        "{report}"
+    );
 
     // Plain HTTP against a TLS port.
     let (code, report) = verify(&image, &manifest, &["--plain-http"]);
@@ -150,7 +228,11 @@ fn tls_registry_needs_its_ca() {
 
 #[test]
 fn closed_port_is_connection_refused() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let host = format!("127.0.0.1:{port}");
     let manifest = create_secret(&host, "u", "p");
     let (code, report) = verify(&format!("{host}/a/b:1"), &manifest, &["--plain-http"]);
@@ -163,7 +245,11 @@ fn closed_port_is_connection_refused() {
 fn bearer_tokens_per_repository_access() {
     let tokens = TokenServer::start(&[
         ("admin", "adminpw", Grant::Everything),
-        ("alice", "alicepw", Grant::Repos(vec![("team/app".into(), vec!["pull".into()])])),
+        (
+            "alice",
+            "alicepw",
+            Grant::Repos(vec![("team/app".into(), vec!["pull".into()])]),
+        ),
         ("bob", "bobpw", Grant::Repos(Vec::new())),
         ("carol", "carolpw", Grant::Forbidden),
     ]);
@@ -177,10 +263,18 @@ fn bearer_tokens_per_repository_access() {
     let alice = create_secret(&host, "alice", "alicepw");
     let (code, report) = verify(&app, &alice, &["--plain-http"]);
     let (result, message) = result_of(&report);
-    assert_eq!((code, result), (0, "authenticated"), "{report}\n{}", reg.log());
+    assert_eq!(
+        (code, result),
+        (0, "authenticated"),
+        "{report}\n{}",
+        reg.log()
+    );
     assert!(message.contains("Bearer"), "{message}");
     let auth = authfile(&alice);
-    assert!(skopeo_inspect(auth.path(), &app).status.success(), "skopeo pulls what alice may pull");
+    assert!(
+        skopeo_inspect(auth.path(), &app).status.success(),
+        "skopeo pulls what alice may pull"
+    );
 
     // Valid credentials, no pull right on this repository. distribution answers the
     // manifest request with 401 and `error="insufficient_scope"` (never 403 itself).
@@ -188,7 +282,10 @@ fn bearer_tokens_per_repository_access() {
     let (result, message) = result_of(&report);
     assert_eq!((code, result), (1, "no-access"), "{report}");
     assert!(message.contains("insufficient_scope"), "{message}");
-    assert!(!skopeo_inspect(auth.path(), &private).status.success(), "skopeo is refused too");
+    assert!(
+        !skopeo_inspect(auth.path(), &private).status.success(),
+        "skopeo is refused too"
+    );
 
     let bob = create_secret(&host, "bob", "bobpw");
     let (code, report) = verify(&app, &bob, &["--plain-http"]);

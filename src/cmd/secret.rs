@@ -13,8 +13,8 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::cli::{
-    SecretCommand, SecretCreateArgs, SecretLintArgs, SecretMatchArgs, SecretType,
-    SecretVerifyArgs, TextOrJson, YamlOrJson,
+    SecretCommand, SecretCreateArgs, SecretLintArgs, SecretMatchArgs, SecretType, SecretVerifyArgs,
+    TextOrJson, YamlOrJson,
 };
 use crate::dockerconfig::{
     self, BrokenConfig, Document, Format, NewEntry, Severity, SourcedCredential, display_key,
@@ -171,7 +171,9 @@ fn entry_from_flags(args: &SecretCreateArgs) -> Result<NewEntry, SecretError> {
         password = p.strip_suffix('\r').unwrap_or(p).to_string();
     }
     if password.is_empty() {
-        return Err(SecretError::Usage("the password read from stdin is empty".into()));
+        return Err(SecretError::Usage(
+            "the password read from stdin is empty".into(),
+        ));
     }
     Ok(NewEntry {
         server,
@@ -190,7 +192,12 @@ fn check_server(server: &str) -> Result<(), SecretError> {
         )));
     };
     let host = index.split('/').next().unwrap_or(&index);
-    if ["registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com"].contains(&host)
+    if [
+        "registry-1.docker.io",
+        "registry.hub.docker.com",
+        "hub.docker.com",
+    ]
+    .contains(&host)
         || (host.contains('*') && keyring::urls_match(host, "registry-1.docker.io"))
     {
         return Err(SecretError::Usage(format!(
@@ -349,7 +356,9 @@ fn check_label(name: &str, what: &str) -> Result<(), SecretError> {
     if name.len() <= 63 && !name.contains('.') {
         check_name(name, what)
     } else {
-        Err(SecretError::Usage(format!("{what} {name:?} is not a valid DNS label")))
+        Err(SecretError::Usage(format!(
+            "{what} {name:?} is not a valid DNS label"
+        )))
     }
 }
 
@@ -598,10 +607,9 @@ async fn verify(args: SecretVerifyArgs) -> Result<ExitCode, SecretError> {
             );
             for a in &attempts {
                 match (&a.username, &a.source, &a.key) {
-                    (Some(user), Some(source), Some(key)) => println!(
-                        "user {user} from {source} (key {key}): {}",
-                        a.message
-                    ),
+                    (Some(user), Some(source), Some(key)) => {
+                        println!("user {user} from {source} (key {key}): {}", a.message)
+                    }
                     _ => println!("{}", a.message),
                 }
             }

@@ -261,7 +261,13 @@ pub fn push_image(reference: &str, creds: (&str, &str)) -> String {
     let tag = reference.rsplit(':').next().unwrap();
     let digest = write_oci_layout(dir.path(), tag, reference.as_bytes());
     let out = Command::new(skopeo)
-        .args(["--insecure-policy", "copy", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds"])
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+        ])
         .arg(format!("{}:{}", creds.0, creds.1))
         .arg(format!("oci:{}:{tag}", dir.path().display()))
         .arg(format!("docker://{reference}"))
@@ -386,7 +392,10 @@ async fn token_handler(
     use axum::response::IntoResponse;
     let url = reqwest::Url::parse(&format!("http://x/?{}", query.unwrap_or_default())).unwrap();
     let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    let service = params.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone());
+    let service = params
+        .iter()
+        .find(|(k, _)| k == "service")
+        .map(|(_, v)| v.clone());
     if service.as_deref() != Some(state.service.as_str()) {
         return (StatusCode::BAD_REQUEST, "unknown service").into_response();
     }
@@ -423,7 +432,8 @@ async fn token_handler(
     for scope in scopes {
         // repository:<name>:<actions>; the name itself may hold no ':' here.
         let mut parts = scope.splitn(3, ':');
-        let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         let asked: Vec<&str> = actions.split(',').collect();
@@ -458,7 +468,10 @@ async fn token_handler(
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let der = rcgen::SigningKey::sign(&state.key, signing_input.as_bytes()).unwrap();
-    let jwt = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(der_to_fixed(&der)));
+    let jwt = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(der_to_fixed(&der))
+    );
     axum::Json(serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300}))
         .into_response()
 }
@@ -477,7 +490,11 @@ fn der_to_fixed(der: &[u8]) -> Vec<u8> {
         (&bytes[2..2 + len], &bytes[2 + len..])
     }
     assert_eq!(der[0], 0x30, "SEQUENCE");
-    let body = if der[1] & 0x80 != 0 { &der[3..] } else { &der[2..] };
+    let body = if der[1] & 0x80 != 0 {
+        &der[3..]
+    } else {
+        &der[2..]
+    };
     let (r, rest) = int(body);
     let (s, _) = int(rest);
     let mut out = Vec::with_capacity(64);
