@@ -1,22 +1,13 @@
 //! `secret match` offers exactly the credentials the kubelet would, in its order: every
 //! lookup case of the shared `kubelet_keyring.json`, run through the binary.
 
-use std::path::PathBuf;
+#[path = "support/shared.rs"]
+mod shared;
+
 use std::process::{Command, Output, Stdio};
 
 use pullsecret_injector::reference::ImageRef;
 use serde_json::{Value, json};
-
-fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("PSI_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if beside.is_dir() {
-        return beside;
-    }
-    PathBuf::from("/work/shared")
-}
 
 fn run_match(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
@@ -90,8 +81,7 @@ fn check(case: &Value, image: &str, raw: bool) {
 
 #[test]
 fn every_lookup_case_of_the_kubelet_table() {
-    let path = shared_dir().join("reference/kubelet_keyring.json");
-    let table: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let table = shared::reference_json("kubelet_keyring.json");
     let cases = table["lookup_cases"].as_array().unwrap();
     assert!(cases.len() >= 20, "the table has its cases");
     let mut as_images = 0;
