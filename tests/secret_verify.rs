@@ -4,15 +4,14 @@
 //! closed ports are each reported in plain words. The Bearer flow runs through a token
 //! server whose JWTs the registry verifies.
 
-#[path = "support/registry.rs"]
-mod registry;
+mod support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
-use registry::{Auth, Grant, Registry, TokenServer, push_image, require_tool, tls_files};
 use serde_json::Value;
+use support::registry::{Auth, Grant, Registry, TokenServer, push_image, require_tool, tls_files};
 
 fn bin(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))

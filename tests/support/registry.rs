@@ -4,8 +4,6 @@
 //! minimal OCI image. `scripts/setup-apt.sh` installs the tools; tests that need them fail
 //! with a message naming that script when they are missing.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
