@@ -637,6 +637,19 @@ mod tests {
     }
 
     #[test]
+    fn docker_hub_images_go_to_registry_1() {
+        let image = crate::reference::ImageRef::parse("nginx").unwrap();
+        let t = Target::from_image(&image);
+        assert_eq!(t.host, "registry-1.docker.io");
+        assert_eq!(t.repository, "library/nginx");
+        assert_eq!(t.reference, "latest");
+        let image = crate::reference::ImageRef::parse("localhost:5000/a/b:1@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").unwrap();
+        let t = Target::from_image(&image);
+        assert_eq!(t.host, "localhost:5000");
+        assert!(t.reference.starts_with("sha256:"), "digest wins over tag");
+    }
+
+    #[test]
     fn token68_is_not_a_parameter() {
         let c = parse_challenges("Negotiate abc==, Basic realm=r");
         assert_eq!(c[0].scheme, "negotiate");

@@ -286,6 +286,20 @@ fn bearer_tokens_per_repository_access() {
         "skopeo is refused too"
     );
 
+    // What the registry itself answers, without our client in between.
+    let (status, challenge) =
+        raw_manifest_head(&tokens.realm(), &host, "team/private", ("alice", "alicepw"));
+    eprintln!("registry answered {status} with WWW-Authenticate: {challenge}");
+    assert_eq!(status, 401);
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("repository:team/private:pull"),
+        "{challenge}"
+    );
+
     let bob = create_secret(&host, "bob", "bobpw");
     let (code, report) = verify(&app, &bob, &["--plain-http"]);
     assert_eq!((code, result_of(&report).0), (1, "no-access"), "{report}");
@@ -303,4 +317,46 @@ fn bearer_tokens_per_repository_access() {
     let (result, message) = result_of(&report);
     assert_eq!((code, result), (1, "bad-credentials"), "{report}");
     assert!(message.contains("401"), "{message}");
+}
+
+/// Gets a token for `repo` from the realm and HEADs the manifest with it; returns the
+/// registry's status and `WWW-Authenticate` header.
+fn raw_manifest_head(
+    realm: &str,
+    host: &str,
+    repo: &str,
+    (user, pass): (&str, &str),
+) -> (u16, String) {
+    pullsecret_injector::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let token: Value = http
+            .get(format!(
+                "{realm}?service=test-registry&scope=repository:{repo}:pull"
+            ))
+            .basic_auth(user, Some(pass))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let resp = http
+            .head(format!("http://{host}/v2/{repo}/manifests/v1"))
+            .bearer_auth(token["token"].as_str().unwrap())
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap();
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (resp.status().as_u16(), challenge)
+    })
 }
