@@ -175,3 +175,51 @@ fn text_output_lists_credentials_in_order() {
     assert!(grace < ada, "longer key first:\n{text}");
     assert!(!text.contains("s3cr3t"), "no password:\n{text}");
 }
+
+fn secret_with_config(config: &str) -> String {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": b64(config)}})
+    .to_string()
+}
+
+#[test]
+fn go_json_rules_case_insensitive_fields_last_duplicate_wins() {
+    let input = secret_with_config(
+        r#"{"Auths":{"r.example.com":{"username":"first","USERNAME":"second","password":"p"}}}"#,
+    );
+    let out = run_match(
+        &["--image", "r.example.com/a/b", "-o", "json", "-"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["matches"][0]["username"], "second");
+}
+
+#[test]
+fn identitytoken_only_entry_is_found_with_an_empty_username() {
+    let input = secret_with_config(r#"{"auths":{"r.example.com":{"identitytoken":"tok"}}}"#);
+    let out = run_match(
+        &["--image", "r.example.com/a/b", "-o", "json", "-"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(0), "the kubelet counts it as found");
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["matches"][0]["username"], "");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("tok\""));
+}
+
+#[test]
+fn config_json_stored_as_dockercfg_matches_nothing() {
+    let config = r#"{"auths":{"r.example.com":{"username":"u","password":"p"}}}"#;
+    let input = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+        "type": "kubernetes.io/dockercfg", "data": {".dockercfg": b64(config)}})
+    .to_string();
+    let out = run_match(&["--image", "r.example.com/a/b", "-"], input.as_bytes());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "read as a registry named `auths`"
+    );
+}

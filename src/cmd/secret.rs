@@ -577,7 +577,13 @@ async fn verify(args: SecretVerifyArgs) -> Result<ExitCode, SecretError> {
             username: cred.username.clone(),
             password: cred.password.clone(),
         };
-        let outcome = client.check(&target, Some(&auth)).await;
+        // An empty credential (e.g. an entry with only `identitytoken`) reaches the runtime
+        // as no credential at all: the pull is anonymous.
+        let outcome = if cred.is_empty() {
+            client.check(&target, None).await
+        } else {
+            client.check(&target, Some(&auth)).await
+        };
         let success = matches!(outcome, Outcome::Found { .. });
         attempts.push(AttemptJson {
             key: Some(display_key(&e.key)),
