@@ -30,29 +30,33 @@ pub fn require_tool(name: &str) -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-/// Polls until something accepts TCP connections on `addr` (bounded).
-fn wait_listening(addr: SocketAddr, what: &str, child: &mut Child, log: &Path) {
+/// The registry listens on port 0 and logs `listening on 127.0.0.1:PORT`; read the port
+/// from its log (no race over a port picked beforehand). Polls with a bounded deadline.
+fn wait_listening(child: &mut Child, log: &Path) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text.lines().find_map(|l| {
+            let rest = l.split("listening on ").nth(1)?;
+            rest.split(|c: char| c == '"' || c == ',' || c.is_whitespace())
+                .next()?
+                .parse::<SocketAddr>()
+                .ok()
+        });
+        if let Some(addr) = addr
+            && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        {
+            return addr;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited with {status}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            panic!("docker-registry exited with {status}:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("{what} did not listen on {addr} within 20s");
+    panic!(
+        "docker-registry did not start listening within 20s:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 /// How the registry authenticates.
@@ -79,8 +83,6 @@ impl Registry {
     pub fn start(auth: Auth<'_>, tls: Option<&TlsFiles>) -> Registry {
         let binary = require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let auth_yaml = match auth {
             Auth::Htpasswd(users) => {
                 let htpasswd = require_tool("htpasswd");
@@ -123,7 +125,7 @@ impl Registry {
         };
         let config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {addr}\n  secret: test-secret\n{tls_yaml}auth:\n{auth_yaml}",
+             http:\n  addr: 127.0.0.1:0\n  secret: test-secret\n{tls_yaml}auth:\n{auth_yaml}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -137,7 +139,7 @@ impl Registry {
             .stderr(log_file)
             .spawn()
             .expect("start docker-registry");
-        wait_listening(addr, "docker-registry", &mut child, &log);
+        let addr = wait_listening(&mut child, &log);
         Registry { addr, child, dir }
     }
 
