@@ -80,10 +80,18 @@ fn pod(ns: &str, name: &str, images: &[&str], pull: &[&str]) -> Value {
 
 const JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
 
-/// A cluster with one instance of every problem, and healthy objects beside them.
-fn cluster() -> (ClusterFacts, Policy) {
+const NAMESPACES: [&str; 5] = [
+    "team-a",
+    "team-b",
+    "team-c",
+    "kube-system",
+    "registry-credentials",
+];
+
+/// One instance of every problem, and healthy objects beside them: (Secrets of any type, Pods).
+fn objects() -> (Vec<Value>, Vec<Value>) {
     let gitlab = config(&["registry.gitlab.com"]);
-    let secrets: Vec<Value> = vec![
+    let secrets = vec![
         secret("registry-credentials", "gitlab-pull", JSON_TYPE, &gitlab),
         secret(
             "registry-credentials",
@@ -97,6 +105,7 @@ fn cluster() -> (ClusterFacts, Policy) {
             JSON_TYPE,
             &config(&["https://index.docker.io/v1/"]),
         ),
+        secret("registry-credentials", "opaque-pull", "Opaque", &gitlab),
         copy_of(
             "team-a",
             "gitlab-pull",
@@ -117,9 +126,6 @@ fn cluster() -> (ClusterFacts, Policy) {
             r#"{"auths":{"registry.gitlab.com":{"auth":"not base64!"}}}"#,
         ),
     ];
-    let opaque = json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "opaque-pull", "namespace": "registry-credentials"},
-        "type": "Opaque", "data": {".dockerconfigjson": b64(&gitlab)}});
     let pods = vec![
         pod(
             "team-a",
@@ -148,39 +154,44 @@ fn cluster() -> (ClusterFacts, Policy) {
             &[],
         ),
     ];
-    let from = |v: Value| -> Secret { serde_json::from_value(v).unwrap() };
+    (secrets, pods)
+}
+
+/// What `audit` would read from that cluster.
+fn cluster() -> (ClusterFacts, Policy) {
+    let (secrets, pods) = objects();
+    let secrets: Vec<Secret> = secrets
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let policy = Policy::parse(POLICY, "policy.yaml").unwrap();
+    let rule_sources = policy
+        .secret_names()
+        .into_iter()
+        .map(|name| {
+            let found = secrets.iter().find(|s| {
+                s.metadata.namespace.as_deref() == Some("registry-credentials")
+                    && s.metadata.name.as_deref() == Some(name.as_str())
+            });
+            (name, found.cloned())
+        })
+        .collect();
     let facts = ClusterFacts {
-        secrets: secrets.into_iter().map(from).collect(),
+        // Only registry types: the audit lists with a `type=` field selector.
+        secrets: secrets
+            .into_iter()
+            .filter(|s| s.type_.as_deref() != Some("Opaque"))
+            .collect(),
         pods: pods
             .into_iter()
             .map(|p| serde_json::from_value::<Pod>(p).unwrap())
             .collect(),
-        namespaces: [
-            "team-a",
-            "team-b",
-            "team-c",
-            "kube-system",
-            "registry-credentials",
-        ]
-        .iter()
-        .map(|n| serde_json::from_value::<Namespace>(json!({"metadata": {"name": n}})).unwrap())
-        .collect(),
-        rule_sources: Default::default(),
-    };
-    let policy = Policy::parse(POLICY, "policy.yaml").unwrap();
-    let mut facts = facts;
-    for name in policy.secret_names() {
-        let found = facts
-            .secrets
+        namespaces: NAMESPACES
             .iter()
-            .find(|s| {
-                s.metadata.namespace.as_deref() == Some("registry-credentials")
-                    && s.metadata.name.as_deref() == Some(name.as_str())
-            })
-            .cloned()
-            .or_else(|| (name == "opaque-pull").then(|| from(opaque.clone())));
-        facts.rule_sources.insert(name, found);
-    }
+            .map(|n| serde_json::from_value::<Namespace>(json!({"metadata": {"name": n}})).unwrap())
+            .collect(),
+        rule_sources,
+    };
     (facts, policy)
 }
 
