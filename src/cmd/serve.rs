@@ -96,8 +96,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
 
     if let Some(path) = &args.policy {
-        let mut watcher = PolicyFile::new(path.clone(), policy, metrics.clone(), health.clone());
-        watcher.check().await;
+        // The first check runs at once; its outcome shows in /readyz and the logs.
+        let watcher = PolicyFile::new(path.clone(), policy, metrics.clone(), health.clone());
         tokio::spawn(watcher.run(args.reload_interval));
     }
 
@@ -264,7 +264,6 @@ impl PolicyFile {
     async fn run(mut self, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
         loop {
             ticker.tick().await;
             self.check().await;
