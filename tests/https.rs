@@ -536,12 +536,18 @@ async fn self_signed_serve_tells_where_its_ca_is() {
         policy.to_str().unwrap(),
     ]);
     let ca_path = out.join("ca.crt");
-    let logs = serve.logs();
-    assert!(
-        logs.iter()
-            .any(|l| l.contains(ca_path.to_str().unwrap()) && l.contains("curl --cacert")),
-        "{logs:#?}"
-    );
+    eventually(
+        "the CA path and a curl command in the logs",
+        DEADLINE,
+        || async {
+            serve
+                .logs()
+                .iter()
+                .any(|l| l.contains(ca_path.to_str().unwrap()) && l.contains("curl --cacert"))
+                .then_some(())
+        },
+    )
+    .await;
     let ca = std::fs::read_to_string(&ca_path).unwrap();
     for host in ["127.0.0.1", "localhost"] {
         let res = reqwest::Client::builder()

@@ -185,6 +185,8 @@ impl Serve {
     /// Starts `serve` with `args` (plus listen addresses, JSON logs and `--no-cluster`) and waits
     /// for its `listening` line.
     pub fn start(args: &[&str]) -> Self {
+        // Every client in these tests uses rustls with ring.
+        pullsecret_injector::install_crypto_provider();
         let mut child = Command::new(BIN)
             .args([
                 "--log-format",
