@@ -283,6 +283,15 @@ impl CertReloader {
                             still_serving = %self.fingerprint,
                             "new certificate rejected; keeping the one in use"
                         );
+                        // Still ready: the certificate in use is valid; the detail says why the
+                        // files on disk are not what is served.
+                        health.ready(
+                            "tls",
+                            format!(
+                                "serving certificate sha256:{}; files on disk rejected: {text}",
+                                self.fingerprint
+                            ),
+                        );
                         last_error = Some(text);
                     }
                 }

@@ -246,6 +246,12 @@ async fn bad_or_half_written_pair_keeps_the_old_certificate() {
     })
     .await;
     assert_eq!(serve.served_fingerprint(&f.ca.pem).await, old);
+    let (_, readyz) = serve.admin_get("/readyz").await;
+    assert!(
+        readyz
+            .contains("files on disk rejected: the private key does not belong to the certificate"),
+        "{readyz}"
+    );
 
     // A certificate cut off half-way.
     let half = &a.cert.as_bytes()[..a.cert.len() / 2];
