@@ -2,6 +2,9 @@
 //! against its CA (as the API server does), h2 and http/1.1, certificate rotation through a
 //! kubelet-style `..data` swap, body limits, readiness and policy reloads, graceful shutdown.
 
+#[path = "support/shared.rs"]
+#[allow(dead_code)]
+mod shared;
 #[path = "support/webhook.rs"]
 mod webhook;
 

@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,21 +49,8 @@ where
     }
 }
 
-/// The shared reference directory (see the brief: env, then ../shared, then /work/shared).
-pub fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("PSI_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if beside.is_dir() {
-        beside
-    } else {
-        PathBuf::from("/work/shared")
-    }
-}
-
 pub fn admission_sample(name: &str) -> Vec<u8> {
-    let path = shared_dir()
+    let path = super::shared::shared_dir()
         .join("reference/admission_review_samples")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
