@@ -185,8 +185,12 @@ pub async fn serve(
         .not_ready("shutdown", "draining in-flight requests");
     let in_flight = https_handle.connection_count();
     tracing::info!(connections = in_flight, grace = ?options.shutdown_grace, "shutting down: no new connections, draining");
+    let started = std::time::Instant::now();
     https_handle.graceful_shutdown(Some(options.shutdown_grace));
     let https_result = finished("https", https_task.await);
+    if started.elapsed() >= options.shutdown_grace {
+        tracing::warn!(grace = ?options.shutdown_grace, "shutdown grace expired; connections still open were closed");
+    }
     // Health and metrics stay up until the webhook listener is drained.
     admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
     let admin_result = finished("admin", admin_task.await);

@@ -494,6 +494,40 @@ async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
 }
 
 #[tokio::test]
+async fn sigint_drain_is_bounded_by_the_shutdown_grace() {
+    let f = fixture(Some(POLICY));
+    let mut serve = start(&f, &["--shutdown-grace", "1s"]);
+
+    // A request whose body never completes.
+    let mut tls = tls_connect(serve.https, &f.ca.pem, b"http/1.1")
+        .await
+        .unwrap();
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\nexpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, read_status(&mut tls))
+            .await
+            .unwrap(),
+        Some(100)
+    );
+
+    serve.signal("-INT");
+    let exit = serve.exit_status(DEADLINE).await;
+    assert_eq!(exit.code(), Some(0));
+    eventually("the grace expiry to be logged", DEADLINE, || async {
+        serve
+            .logs()
+            .iter()
+            .any(|l| l.contains("shutdown grace expired"))
+            .then_some(())
+    })
+    .await;
+    drop(tls);
+}
+
+#[tokio::test]
 async fn client_that_never_finishes_its_headers_is_cut() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &["--header-read-timeout", "1s"]);

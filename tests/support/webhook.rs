@@ -237,8 +237,13 @@ impl Serve {
 
     /// Sends SIGTERM to this server process (by its pid).
     pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) to this server process (by its pid).
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
