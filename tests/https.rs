@@ -42,6 +42,45 @@ rules:
     secrett: example-pull
 ";
 
+/// The pull secrets `/mutate` adds to the Pod of the first reference sample (namespace team-a,
+/// one image on registry.example.com:5000).
+async fn injected_secrets(serve: &Serve, ca_pem: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let review = admission_sample("01_pod_create_replicaset.json");
+    let res = client(ca_pem, false, false)
+        .post(serve.https_url("/mutate?timeout=10s"))
+        .header("content-type", "application/json")
+        .body(review)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let answer: serde_json::Value = res.json().await.unwrap();
+    let Some(patch) = answer["response"]["patch"].as_str() else {
+        return Vec::new();
+    };
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .unwrap();
+    let ops: Vec<serde_json::Value> = serde_json::from_slice(&patch).unwrap();
+    let mut names = Vec::new();
+    for op in ops.iter().filter(|op| {
+        op["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/spec/imagePullSecrets"))
+    }) {
+        match &op["value"] {
+            serde_json::Value::Array(items) => names.extend(
+                items
+                    .iter()
+                    .filter_map(|i| i["name"].as_str().map(String::from)),
+            ),
+            one => names.extend(one["name"].as_str().map(String::from)),
+        }
+    }
+    names
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     ca: TestCa,
@@ -371,11 +410,17 @@ async fn policy_edit_applies_and_a_bad_edit_keeps_the_last_good_policy() {
     })
     .await;
 
+    assert_eq!(injected_secrets(&serve, &f.ca.pem).await, ["example-pull"]);
+
     std::fs::write(&f.policy, OTHER_POLICY).unwrap();
     eventually("generation 2", DEADLINE, || async {
         (serve.metric("pullsecret_injector_policy_generation").await == 2.0).then_some(())
     })
     .await;
+    assert_eq!(
+        injected_secrets(&serve, &f.ca.pem).await,
+        ["example-pull-v2"]
+    );
 
     std::fs::write(&f.policy, BAD_POLICY).unwrap();
     eventually("the bad edit to be counted", DEADLINE, || async {
@@ -397,9 +442,22 @@ async fn policy_edit_applies_and_a_bad_edit_keeps_the_last_good_policy() {
         body.contains("generation 2 in use") && body.contains(&location),
         "{body}"
     );
-    assert!(
-        serve.logs().iter().any(|l| l.contains(&location)),
-        "the problem is logged with FILE:LINE:COL"
+    eventually(
+        "the problem logged with FILE:LINE:COL",
+        DEADLINE,
+        || async {
+            serve
+                .logs()
+                .iter()
+                .any(|l| l.contains(&location))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        injected_secrets(&serve, &f.ca.pem).await,
+        ["example-pull-v2"],
+        "the last good policy still decides"
     );
 }
 
@@ -442,6 +500,7 @@ async fn admission_review_is_answered_over_https() {
     assert_eq!(answer["kind"], "AdmissionReview");
     assert_eq!(answer["response"]["uid"], request["request"]["uid"]);
     assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(injected_secrets(&serve, &f.ca.pem).await, ["example-pull"]);
 }
 
 #[tokio::test]
