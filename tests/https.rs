@@ -668,3 +668,26 @@ async fn self_signed_serve_tells_where_its_ca_is() {
         );
     }
 }
+
+#[test]
+fn policy_configmap_without_a_cluster_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(webhook::BIN)
+        .args(["serve", "--self-signed", "--policy-configmap", "psi-policy"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--self-signed-dir")
+        .arg(dir.path().join("certs"))
+        // No in-cluster environment and a kubeconfig that does not exist.
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("--policy-configmap psi-policy needs the cluster side"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("certs").exists(), "nothing generated");
+}

@@ -35,25 +35,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("serve needs a policy: --policy FILE or --policy-configmap NAME");
     }
 
-    let (cert_path, key_path, self_signed_ca) = certificate_files(&args)?;
-    let certs = CertReloader::load(cert_path.clone(), key_path.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve {} with {}",
-                cert_path.display(),
-                key_path.display()
-            )
-        })?;
-
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let policy = Arc::new(PolicyStore::new());
     health.pending("policy", "no policy loaded yet");
-    health.ready(
-        "tls",
-        format!("serving certificate sha256:{}", certs.fingerprint),
-    );
 
     let wiring = ClusterWiring {
         policy: policy.clone(),
@@ -84,6 +69,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 (Arc::new(StaticNamespaces::default()), None)
             }
         };
+
+    // Certificates after the cluster check: a refused start leaves no generated files behind.
+    let (cert_path, key_path, self_signed_ca) = certificate_files(&args)?;
+    let certs = CertReloader::load(cert_path.clone(), key_path.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve {} with {}",
+                cert_path.display(),
+                key_path.display()
+            )
+        })?;
+
+    health.ready(
+        "tls",
+        format!("serving certificate sha256:{}", certs.fingerprint),
+    );
 
     let state = AppState {
         policy: policy.clone(),
