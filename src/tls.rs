@@ -228,8 +228,7 @@ impl CertReloader {
         let pair = match PemPair::read(&self.cert_path, &self.key_path).await {
             Ok(pair) => pair,
             Err(TlsError::Changing { .. }) => return ReloadOutcome::InProgress,
-            // A missing file mid-swap is normal for a moment; unreadable is reported below only if
-            // it persists, which the next successful read will tell apart.
+            // Unreadable files keep the served pair too; `run` reports each distinct error once.
             Err(e) => return ReloadOutcome::Rejected(e),
         };
         let digest = pair.digest();

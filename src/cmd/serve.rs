@@ -341,3 +341,61 @@ async fn read_text(path: &Path) -> Result<String, String> {
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "sourceNamespace: creds\nrules:\n  - name: a\n    registries: [\"registry.example.com\"]\n    secret: a-pull\n";
+    const BAD: &str =
+        "sourceNamespace: creds\nrules:\n  - name: a\n    registries: []\n    secret: a-pull\n";
+
+    fn watcher(path: &Path) -> PolicyFile {
+        PolicyFile::new(
+            path.to_path_buf(),
+            Arc::new(PolicyStore::new()),
+            Arc::new(Metrics::new()),
+            Arc::new(Health::default()),
+        )
+    }
+
+    #[tokio::test]
+    async fn missing_then_good_then_bad_policy_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        let mut w = watcher(&path);
+
+        w.check().await;
+        assert!(w.store.get().is_none());
+        assert!(!w.health.report().0, "not ready without a policy");
+        assert_eq!(w.metrics.policy_reload_errors.get(), 1);
+        w.check().await;
+        assert_eq!(
+            w.metrics.policy_reload_errors.get(),
+            1,
+            "the same problem counts once"
+        );
+
+        std::fs::write(&path, GOOD).unwrap();
+        w.check().await;
+        assert_eq!(w.store.generation(), 1);
+        assert_eq!(w.metrics.policy_generation.get(), 1);
+        assert!(w.health.report().0);
+        w.check().await;
+        assert_eq!(w.store.generation(), 1, "an unchanged file is not reloaded");
+
+        std::fs::write(&path, BAD).unwrap();
+        w.check().await;
+        assert_eq!(w.store.generation(), 1, "the last good policy stays");
+        assert_eq!(w.metrics.policy_reload_errors.get(), 2);
+        let (ready, lines) = w.health.report();
+        assert!(ready, "still serving the last good policy: {lines:?}");
+        let origin = format!("{}:4:", path.display());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("generation 1 in use") && l.contains(&origin)),
+            "{lines:?}"
+        );
+    }
+}
