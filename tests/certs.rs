@@ -142,3 +142,26 @@ fn certs_rejects_a_zero_validity() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--days"));
 }
+
+#[test]
+fn certs_rejects_names_that_are_not_dns_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(BIN)
+        .args([
+            "certs",
+            "--service",
+            "My_Webhook",
+            "--namespace",
+            "ns",
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&run.stderr)
+            .contains("--service \"My_Webhook\" is not a DNS label")
+    );
+    assert!(!dir.path().join("out").exists());
+}
