@@ -45,7 +45,9 @@ pub struct Keyring<C> {
 
 impl<C> Default for Keyring<C> {
     fn default() -> Self {
-        Self { entries: Vec::new() }
+        Self {
+            entries: Vec::new(),
+        }
     }
 }
 
