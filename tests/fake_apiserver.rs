@@ -17,7 +17,7 @@ use kube::api::{
 };
 use kube::core::Status;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use support::fake_apiserver::{FakeApiServer, Fault, Kind, Match, Options};
 
@@ -1099,27 +1099,180 @@ async fn a_dropped_connection_is_a_transport_error() {
     secrets.get("s").await.expect("next call answered");
 }
 
+/// Reads a watch stream to its end: (events, whether it ended with a transport error).
+async fn drain<S, T>(mut stream: S) -> (usize, bool)
+where
+    S: futures::Stream<Item = Result<T, kube::Error>> + Unpin,
+{
+    let mut events = 0;
+    let read = async {
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) => events += 1,
+                Err(_) => return true,
+            }
+        }
+        false
+    };
+    let errored = tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the watch ended");
+    (events, errored)
+}
+
+/// Reads a raw watch response to its end: Ok(()) for a clean end of the chunked body,
+/// Err for a connection cut mid-body.
+async fn read_raw_watch(url: String) -> Result<(), reqwest::Error> {
+    pullsecret_injector::install_crypto_provider();
+    let mut resp = reqwest::Client::new().get(url).send().await?;
+    assert_eq!(resp.status(), 200);
+    while resp.chunk().await?.is_some() {}
+    Ok(())
+}
+
 #[tokio::test]
-async fn dropping_watches_breaks_open_streams() {
+async fn dropping_watches_cuts_the_connection_and_closing_them_ends_cleanly() {
     let api = FakeApiServer::start().await;
+    let url = format!("{}/api/v1/namespaces/default/secrets?watch=true", api.url());
+
+    let dropped = tokio::spawn(read_raw_watch(url.clone()));
+    eventually("watch open", || api.active_watches() == 1).await;
+    api.drop_watches();
+    let outcome = tokio::time::timeout(DEADLINE, dropped)
+        .await
+        .expect("ended")
+        .expect("task");
+    assert!(outcome.is_err(), "the chunked body is cut, not ended");
+
+    let closed = tokio::spawn(read_raw_watch(url));
+    eventually("watch open", || api.active_watches() == 1).await;
+    api.close_watches();
+    let outcome = tokio::time::timeout(DEADLINE, closed)
+        .await
+        .expect("ended")
+        .expect("task");
+    assert!(
+        outcome.is_ok(),
+        "a closed watch ends like a timeout: {outcome:?}"
+    );
+
+    // kube's client treats both as a resumable end of the watch (no error item).
     let secrets: Api<Secret> = Api::namespaced(api.client().await, "default");
-    let mut stream = secrets
+    let stream = secrets
         .watch(&WatchParams::default().disable_bookmarks(), "0")
         .await
         .expect("watch")
         .boxed();
     eventually("watch open", || api.active_watches() == 1).await;
     api.drop_watches();
-    let mut saw_error_or_end = false;
-    while let Some(item) = stream.next().await {
-        if item.is_err() {
-            saw_error_or_end = true;
-            break;
-        }
+    assert_eq!(drain(stream).await, (0, false));
+    eventually("no watch left", || api.active_watches() == 0).await;
+}
+
+#[tokio::test]
+async fn watch_timeout_seconds_ends_the_stream() {
+    let api = FakeApiServer::start().await;
+    let secrets: Api<Secret> = Api::namespaced(api.client().await, "default");
+    let stream = secrets
+        .watch(&WatchParams::default().disable_bookmarks().timeout(1), "0")
+        .await
+        .expect("watch")
+        .boxed();
+    let (events, errored) = drain(stream).await;
+    assert_eq!((events, errored), (0, false));
+}
+
+#[tokio::test]
+async fn an_expired_continue_token_answers_410_with_a_token_to_go_on_inconsistently() {
+    let api = FakeApiServer::start().await;
+    for i in 0..4 {
+        api.put_secret(&secret("default", &format!("s{i}"), &[]));
     }
-    // Either an error item or an abrupt end; in both cases no more events come.
-    let _ = saw_error_or_end;
-    eventually("watch closed", || api.active_watches() == 0).await;
+    let client = api.client().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let first = secrets
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
+    let token = first.metadata.continue_.expect("token");
+    api.put_secret(&secret("default", "s9", &[]));
+    api.compact();
+    let req = http::Request::get(format!(
+        "/api/v1/namespaces/default/secrets?limit=2&continue={token}"
+    ))
+    .body(Vec::new())
+    .expect("request");
+    let err = api_error(client.request::<Value>(req).await.expect_err("expired"));
+    assert_eq!((err.code, err.reason.as_str()), (410, "Expired"));
+    assert!(
+        err.message
+            .starts_with("The provided continue parameter is too old"),
+        "{}",
+        err.message
+    );
+    let go_on = err
+        .metadata
+        .and_then(|m| m.continue_)
+        .expect("inconsistent continue token");
+    let rest = secrets
+        .list(&ListParams::default().limit(2).continue_token(&go_on))
+        .await
+        .expect("remainder");
+    assert_eq!(names(&rest.items), ["s2", "s3"]);
+}
+
+#[tokio::test]
+async fn namespaces_are_created_and_the_immortal_ones_cannot_be_deleted() {
+    let api = FakeApiServer::start().await;
+    let namespaces: Api<Namespace> = Api::all(api.client().await);
+    let created = namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some("team-z".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create namespace");
+    assert_eq!(
+        created.status.and_then(|s| s.phase).as_deref(),
+        Some("Active")
+    );
+    assert_eq!(
+        created.spec.and_then(|s| s.finalizers),
+        Some(vec!["kubernetes".to_string()])
+    );
+    let err = api_error(
+        namespaces
+            .delete("default", &DeleteParams::default())
+            .await
+            .expect_err("immortal"),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        err.message,
+        r#"namespaces "default" is forbidden: this namespace may not be deleted"#
+    );
+    let err = api_error(
+        namespaces
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some("Bad_Name".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect_err("invalid name"),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
 }
 
 #[tokio::test]
@@ -1173,54 +1326,111 @@ async fn request_log_separates_watches_from_api_calls() {
 }
 
 #[tokio::test]
-async fn events_are_served_in_core_v1_and_events_k8s_io_v1() {
+async fn events_k8s_io_v1_and_core_v1_are_two_views_of_one_event_storage() {
     use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
     use k8s_openapi::api::events::v1::Event;
+    use kube::runtime::events::{Event as RecordedEvent, EventType, Recorder, Reporter};
     let api = FakeApiServer::start().await;
     let client = api.client().await;
-    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
-    core.create(
-        &PostParams::default(),
-        &CoreEvent {
-            metadata: ObjectMeta {
-                name: Some("e1".into()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                kind: Some("Pod".into()),
-                name: Some("p".into()),
-                ..Default::default()
-            },
-            reason: Some("SecretCopied".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("core event");
-    let found = core
-        .list(&ListParams::default().fields("involvedObject.kind=Pod,reason=SecretCopied"))
+    let pod = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some("web-1".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    let recorder = Recorder::new(client.clone(), Reporter::from("pullsecret-injector"));
+    let ev = RecordedEvent {
+        type_: EventType::Warning,
+        reason: "SecretNotManaged".into(),
+        note: Some("kept the existing Secret".into()),
+        action: "Inject".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&ev, &pod)
         .await
-        .expect("list");
-    assert_eq!(names(&found.items), ["e1"]);
+        .expect("create through events.k8s.io/v1");
+    recorder
+        .publish(&ev, &pod)
+        .await
+        .expect("series patch through events.k8s.io/v1");
 
-    let v1: Api<Event> = Api::namespaced(client, "default");
-    let created = v1
-        .create(
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let seen = core
+        .list(&ListParams::default().fields("involvedObject.name=web-1,reason=SecretNotManaged"))
+        .await
+        .expect("core list");
+    assert_eq!(seen.items.len(), 1);
+    let e = &seen.items[0];
+    assert_eq!(e.message.as_deref(), Some("kept the existing Secret"));
+    assert_eq!(
+        e.reporting_component.as_deref(),
+        Some("pullsecret-injector")
+    );
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(Some(2)));
+
+    let v1: Api<Event> = Api::namespaced(client.clone(), "default");
+    let listed = v1
+        .list(
+            &ListParams::default()
+                .fields("regarding.kind=Pod,reportingController=pullsecret-injector"),
+        )
+        .await
+        .expect("v1 list");
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].note.as_deref(),
+        Some("kept the existing Secret")
+    );
+
+    // events.k8s.io/v1 validates strictly; its errors name the resource of the request.
+    let err = api_error(
+        v1.create(
             &PostParams::default(),
             &Event {
                 metadata: ObjectMeta {
-                    generate_name: Some("p.".into()),
+                    name: Some("bare".into()),
                     ..Default::default()
                 },
-                event_time: None,
-                reason: Some("Injected".into()),
                 ..Default::default()
             },
         )
         .await
-        .expect("events.k8s.io event");
-    assert!(created.metadata.name.is_some_and(|n| n.starts_with("p.")));
-    assert_eq!(api.list(Kind::EventsV1, Some("default")).len(), 1);
+        .expect_err("missing required fields"),
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("eventTime: Required value"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("reportingController: Required value"),
+        "{}",
+        err.message
+    );
+    let err = api_error(v1.get("nope").await.expect_err("missing"));
+    assert_eq!(err.message, r#"events.events.k8s.io "nope" not found"#);
+    assert_eq!(
+        err.details.map(|d| d.group),
+        Some("events.k8s.io".to_string())
+    );
+    // The legacy API does not have those rules.
+    core.create(
+        &PostParams::default(),
+        &CoreEvent {
+            metadata: ObjectMeta {
+                name: Some("legacy".into()),
+                ..Default::default()
+            },
+            involved_object: pod.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("core/v1 create is lenient");
+    assert_eq!(api.list(Kind::EventsV1, Some("default")).len(), 2);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod events;
 pub mod faults;
 pub mod http;
 pub mod selectors;
@@ -204,6 +205,9 @@ impl FakeApiServer {
     /// Creates or replaces any object of `kind` (namespace of a namespaced object defaults
     /// to "default" and is created when missing). Emits the watch event a write would.
     pub fn put(&self, kind: Kind, obj: Value) -> Value {
+        if kind == Kind::EventsV1 {
+            return events::to_v1(&self.put(Kind::Events, events::to_core(&obj)));
+        }
         self.shared
             .lock_store()
             .put(kind, obj)
@@ -235,6 +239,11 @@ impl FakeApiServer {
 
     /// The stored object (namespace "" for cluster-scoped kinds).
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        if kind == Kind::EventsV1 {
+            return self
+                .get(Kind::Events, namespace, name)
+                .map(|e| events::to_v1(&e));
+        }
         let ns = if kind.namespaced() { namespace } else { "" };
         self.shared
             .lock_store()
@@ -256,6 +265,13 @@ impl FakeApiServer {
 
     /// Every stored object of `kind` (in `namespace` if given), in storage order.
     pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Value> {
+        if kind == Kind::EventsV1 {
+            return self
+                .list(Kind::Events, namespace)
+                .iter()
+                .map(events::to_v1)
+                .collect();
+        }
         self.shared
             .lock_store()
             .list_objects(kind, namespace)
@@ -266,6 +282,11 @@ impl FakeApiServer {
 
     /// Removes an object without any check (a DELETED event is emitted).
     pub fn remove(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        let kind = if kind == Kind::EventsV1 {
+            Kind::Events
+        } else {
+            kind
+        };
         self.shared.lock_store().remove(kind, namespace, name)
     }
 

@@ -14,9 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::events;
 use super::faults::{Fault, LoggedRequest};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{self, ApiError};
+use super::store;
 use super::store::{EventType, Kind, ListOpts, WatchFilter, WatchStart};
 use super::{ConnHandle, Shared};
 
@@ -297,60 +299,91 @@ async fn serve_resource(
     conn: ConnHandle,
     method: Method,
     t: Target,
-    q: HashMap<String, String>,
+    mut q: HashMap<String, String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let watch = truthy(q.get("watch"));
-    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let mut dry_run = q.get("dryRun").is_some_and(|d| d == "All");
     let ns = t.namespace.clone().unwrap_or_default();
+    // events.k8s.io/v1 is a view of the core Events storage.
+    let v1_events = t.kind == Kind::EventsV1;
+    let kind = if v1_events { Kind::Events } else { t.kind };
+    if v1_events && let Some(fs) = q.get_mut("fieldSelector") {
+        *fs = events::field_selector_to_core(fs);
+    }
+    let to_client = |v: Value| if v1_events { events::to_v1(&v) } else { v };
+    let from_client = |v: Value| if v1_events { events::to_core(&v) } else { v };
+    let fix_err = |e: ApiError| if v1_events { events::sync_status(e) } else { e };
     let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
-        serde_json::from_slice(body).map_err(|e| {
-            status::bad_request(format!(
-                "{} in version \"v1\" cannot be handled as a {}: {e}",
-                t.kind.kind_name(),
-                t.kind.kind_name()
-            ))
-        })
+        serde_json::from_slice::<Value>(body)
+            .map(from_client)
+            .map_err(|e| {
+                status::bad_request(format!(
+                    "{} in version \"v1\" cannot be handled as a {}: {e}",
+                    t.kind.kind_name(),
+                    t.kind.kind_name()
+                ))
+            })
     };
-    match (method.as_str(), &t.name) {
-        ("GET", Some(name)) => {
-            respond(shared.lock_store().get(t.kind, &ns, name).map(|o| (200, o)))
+    let result: Result<(u16, Value), ApiError> = match (method.as_str(), &t.name) {
+        ("GET", Some(name)) => shared
+            .lock_store()
+            .get(kind, &ns, name)
+            .map(|o| (200, to_client(o))),
+        ("GET", None) if watch => {
+            return match list_opts(kind, &q) {
+                Ok(opts) => serve_watch(shared, conn, t, opts, &q),
+                Err(e) => error_response(fix_err(e)),
+            };
         }
-        ("GET", None) if watch => match list_opts(t.kind, &q) {
-            Ok(opts) => serve_watch(shared, conn, t, opts, &q),
-            Err(e) => error_response(e),
-        },
-        ("GET", None) => respond(list_opts(t.kind, &q).and_then(|opts| {
-            shared
+        ("GET", None) => list_opts(kind, &q).and_then(|opts| {
+            let mut list = shared
                 .lock_store()
-                .list(t.kind, t.namespace.as_deref(), &opts)
-                .map(|l| (200, l))
-        })),
-        ("POST", None) => respond(parse_body(&body).and_then(|obj| {
-            shared
-                .lock_store()
-                .create(t.kind, &ns, obj, dry_run)
-                .map(|o| (201, o))
-        })),
-        ("PUT", Some(name)) => respond(parse_body(&body).and_then(|obj| {
-            shared
-                .lock_store()
-                .update(t.kind, &ns, name, obj, dry_run)
-                .map(|o| (200, o))
-        })),
+                .list(kind, t.namespace.as_deref(), &opts)?;
+            if v1_events {
+                list["apiVersion"] = json!(t.kind.api_version());
+                if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+                    for item in items.iter_mut() {
+                        *item = events::to_v1(item);
+                    }
+                }
+            }
+            Ok((200, list))
+        }),
+        ("POST", None) => parse_body(&body).and_then(|obj| {
+            let mut store = shared.lock_store();
+            let created = if v1_events {
+                store.create_with(kind, &ns, obj, dry_run, &events::validate_v1_create)?
+            } else {
+                store.create(kind, &ns, obj, dry_run)?
+            };
+            Ok((201, to_client(created)))
+        }),
+        ("PUT", Some(name)) => parse_body(&body).and_then(|obj| {
+            let updated = shared.lock_store().update(kind, &ns, name, obj, dry_run)?;
+            Ok((200, to_client(updated)))
+        }),
         ("PATCH", Some(name)) => {
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            respond(
-                shared
-                    .lock_store()
-                    .patch(t.kind, &ns, name, &ct, &body, dry_run)
-                    .map(|o| (200, o)),
-            )
+            let mut store = shared.lock_store();
+            if v1_events {
+                // Patch the v1 form, store the core form (with the resourceVersion check).
+                store::patch_is_merge(&ct).and_then(|_| {
+                    let mut doc = events::to_v1(&store.get(kind, &ns, name)?);
+                    store::apply_patch(&mut doc, &ct, &body)?;
+                    let updated = store.update(kind, &ns, name, events::to_core(&doc), dry_run)?;
+                    Ok((200, to_client(updated)))
+                })
+            } else {
+                store
+                    .patch(kind, &ns, name, &ct, &body, dry_run)
+                    .map(|o| (200, o))
+            }
         }
         ("DELETE", Some(name)) => {
             let opts: Option<Value> = if body.is_empty() {
@@ -361,15 +394,28 @@ async fn serve_resource(
                     Err(e) => return error_response(status::bad_request(e.to_string())),
                 }
             };
-            respond(
-                shared
-                    .lock_store()
-                    .delete(t.kind, &ns, name, opts.as_ref(), dry_run)
-                    .map(|o| (200, o)),
-            )
+            // DeleteOptions may carry dryRun in the body (kube's DeleteParams does).
+            if opts
+                .as_ref()
+                .and_then(|o| o.get("dryRun"))
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|x| x == "All"))
+            {
+                dry_run = true;
+            }
+            shared
+                .lock_store()
+                .delete(kind, &ns, name, opts.as_ref(), dry_run)
+                .map(|mut o| {
+                    if v1_events && o.get("kind").and_then(Value::as_str) == Some("Status") {
+                        o["details"]["group"] = json!("events.k8s.io");
+                    }
+                    (200, o)
+                })
         }
-        _ => error_response(status::method_not_allowed()),
-    }
+        _ => Err(status::method_not_allowed()),
+    };
+    respond(result.map_err(fix_err))
 }
 
 fn event_line(etype: &str, object: &Value) -> Bytes {
@@ -426,7 +472,11 @@ fn serve_watch(
         .and_then(|s| s.parse::<u64>().ok())
         .map_or(Duration::from_secs(1800), Duration::from_secs);
     let filter = WatchFilter {
-        kind: t.kind,
+        kind: if t.kind == Kind::EventsV1 {
+            Kind::Events
+        } else {
+            t.kind
+        },
         namespace: t.namespace.clone(),
         labels: opts.labels,
         fields: opts.fields,
@@ -435,7 +485,11 @@ fn serve_watch(
         let store = shared.lock_store();
         let rx = store.subscribe();
         (
-            store.watch_start(t.kind, opts.resource_version.as_deref(), initial_events),
+            store.watch_start(
+                filter.kind,
+                opts.resource_version.as_deref(),
+                initial_events,
+            ),
             rx,
         )
     };
@@ -447,9 +501,11 @@ fn serve_watch(
     let guard = ActiveWatch::new(shared.clone());
     tokio::spawn(async move {
         let _guard = guard;
+        let view = t.kind;
         watch_task(
             shared,
             conn,
+            view,
             filter,
             start,
             rx,
@@ -479,6 +535,7 @@ fn serve_watch(
 async fn watch_task(
     shared: Arc<Shared>,
     conn: ConnHandle,
+    view: Kind,
     filter: WatchFilter,
     start: Result<WatchStart, ApiError>,
     mut rx: broadcast::Receiver<Arc<super::store::StoredEvent>>,
@@ -488,7 +545,15 @@ async fn watch_task(
     initial_events: bool,
     bookmark_interval: Duration,
 ) {
-    let kind = filter.kind;
+    // The resource the client watches (events.k8s.io/v1 converts from the core storage).
+    let kind = view;
+    let line = |t: EventType, o: &Value| {
+        if view == Kind::EventsV1 {
+            event_line(t.as_str(), &events::to_v1(o))
+        } else {
+            event_line(t.as_str(), o)
+        }
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut drop_rx = shared.drop_watches.subscribe();
     let mut close_rx = shared.close_watches.subscribe();
@@ -518,7 +583,7 @@ async fn watch_task(
             for e in events {
                 last = e.rv;
                 if let Some((t, o)) = filter.convert(&e)
-                    && tx.send(event_line(t.as_str(), &o)).await.is_err()
+                    && tx.send(line(t, &o)).await.is_err()
                 {
                     return;
                 }
@@ -532,7 +597,10 @@ async fn watch_task(
         tokio::select! {
             biased;
             _ = drop_rx.changed() => {
+                // Keep the body open until the connection is gone, so that it is cut
+                // rather than ended.
                 conn.kill();
+                tx.closed().await;
                 return;
             }
             _ = close_rx.changed() => return,
@@ -545,7 +613,7 @@ async fn watch_task(
                     }
                     last_rv = ev.rv;
                     if let Some((t, o)) = filter.convert(&ev)
-                        && tx.send(event_line(t.as_str(), &o)).await.is_err()
+                        && tx.send(line(t, &o)).await.is_err()
                     {
                         return;
                     }

@@ -22,7 +22,7 @@ pub enum Kind {
     Pods,
     /// core/v1 Events.
     Events,
-    /// events.k8s.io/v1 Events (stored apart from core Events in this fake).
+    /// events.k8s.io/v1 Events: another version of the core Event storage.
     EventsV1,
 }
 
@@ -467,7 +467,7 @@ impl Store {
         let (at, start) =
             if let Some(token) = opts.continue_token.as_deref().filter(|t| !t.is_empty()) {
                 let (rv, start) = decode_continue(token)?;
-                (Some(rv), Some(start))
+                (rv, Some(start))
             } else {
                 let exact = opts.resource_version_match.as_deref() == Some("Exact");
                 let at = match opts.resource_version.as_deref() {
@@ -480,8 +480,8 @@ impl Store {
             };
         let read_rv = at.unwrap_or(self.rv);
         let Some(snapshot) = self.objects_at(kind, at) else {
-            return Err(if start.is_some() {
-                status::expired(
+            return Err(if let Some(start) = &start {
+                let mut err = status::expired(
                     "The provided continue parameter is too old to display a consistent list result. \
                      You can start a new list without the continue parameter, or use the continue token \
                      in this response to retrieve the remainder of the results. Continuing with the \
@@ -489,7 +489,10 @@ impl Store {
                      modified, or deleted between the time the first chunk was returned and now may \
                      show up in the list."
                         .to_string(),
-                )
+                );
+                // The answer carries a token to go on, inconsistently, from the current state.
+                err.body["metadata"] = json!({"continue": encode_continue(-1, start)});
+                err
             } else {
                 status::expired(format!(
                     "too old resource version: {} ({})",
@@ -530,9 +533,15 @@ impl Store {
         if more > 0
             && let Some((last, _)) = page.last()
         {
+            // Continuing an inconsistent list (rv -1) stays inconsistent.
+            let token_rv = if at.is_none() && start.is_some() {
+                -1
+            } else {
+                read_rv as i64
+            };
             meta.insert(
                 "continue".into(),
-                json!(encode_continue(read_rv, &format!("{last}\u{0}"))),
+                json!(encode_continue(token_rv, &format!("{last}\u{0}"))),
             );
             if opts.labels.is_empty() && opts.fields.is_empty() {
                 meta.insert("remainingItemCount".into(), json!(more));
@@ -594,8 +603,20 @@ impl Store {
         &mut self,
         kind: Kind,
         ns: &str,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        self.create_with(kind, ns, obj, dry_run, &|_| Vec::new())
+    }
+
+    /// `create` with extra validation (of the object after defaulting).
+    pub fn create_with(
+        &mut self,
+        kind: Kind,
+        ns: &str,
         mut obj: Value,
         dry_run: bool,
+        extra: &dyn Fn(&Value) -> Vec<FieldError>,
     ) -> Result<Value, ApiError> {
         check_type(kind, &obj)?;
         if !obj.is_object() {
@@ -604,12 +625,10 @@ impl Store {
             ));
         }
         let body_ns = meta_str(&obj, "namespace").to_string();
-        if kind.namespaced() {
-            if !body_ns.is_empty() && body_ns != ns {
-                return Err(status::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
+        if kind.namespaced() && !body_ns.is_empty() && body_ns != ns {
+            return Err(status::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         let requested_name = meta_str(&obj, "name").to_string();
         if kind.namespaced() {
@@ -658,7 +677,8 @@ impl Store {
         obj["kind"] = json!(kind.kind_name());
         let store_ns = if kind.namespaced() { ns } else { "" };
         prepare(kind, &mut obj, None)?;
-        let errs = validate(kind, &name, &obj, None);
+        let mut errs = validate(kind, &name, &obj, None);
+        errs.extend(extra(&obj));
         if !errs.is_empty() {
             return Err(status::invalid(kind, &name, &errs));
         }
@@ -793,41 +813,12 @@ impl Store {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let store_ns = if kind.namespaced() { ns } else { "" };
-        let media = content_type.split(';').next().unwrap_or("").trim();
-        enum P {
-            Merge,
-            Json,
-        }
-        let how = match media {
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => P::Merge,
-            "application/json-patch+json" => P::Json,
-            other => return Err(status::unsupported_media_type(other)),
-        };
+        patch_is_merge(content_type)?;
         let existing = self
             .object(kind, store_ns, name)
             .ok_or_else(|| status::not_found(kind, name))?;
-        let patch: Value = serde_json::from_slice(body)
-            .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
         let mut doc = (*existing).clone();
-        match how {
-            P::Merge => {
-                if !patch.is_object() {
-                    return Err(status::bad_request("patch body must be a JSON object"));
-                }
-                json_patch::merge(&mut doc, &patch);
-            }
-            P::Json => {
-                let ops: json_patch::Patch = serde_json::from_value(patch)
-                    .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
-                json_patch::patch(&mut doc, &ops).map_err(|e| {
-                    let mut err = status::bad_request(e.to_string());
-                    err.code = 422;
-                    err.body["code"] = json!(422);
-                    err.body["reason"] = json!("Invalid");
-                    err
-                })?;
-            }
-        }
+        apply_patch(&mut doc, content_type, body)?;
         let rv = meta_str(&doc, "resourceVersion");
         if !rv.is_empty() && rv != meta_str(&existing, "resourceVersion") {
             return Err(status::conflict(kind, name, status::OPTIMISTIC_LOCK));
@@ -1036,6 +1027,40 @@ impl Store {
         self.commit(kind, store_ns, name, None);
         true
     }
+}
+
+/// Whether a PATCH content type is a merge patch (else a JSON patch); 415 for the rest.
+pub fn patch_is_merge(content_type: &str) -> Result<bool, ApiError> {
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => Ok(true),
+        "application/json-patch+json" => Ok(false),
+        other => Err(status::unsupported_media_type(other)),
+    }
+}
+
+/// Applies a PATCH body of the given content type to `doc`: JSON merge patch, strategic
+/// merge patch (as a merge patch: Secrets and ConfigMaps have no list merge keys), JSON
+/// patch. Server-side apply and anything else is 415.
+pub fn apply_patch(doc: &mut Value, content_type: &str, body: &[u8]) -> Result<(), ApiError> {
+    let merge = patch_is_merge(content_type)?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
+    if merge {
+        if !patch.is_object() {
+            return Err(status::bad_request("patch body must be a JSON object"));
+        }
+        json_patch::merge(doc, &patch);
+        return Ok(());
+    }
+    let ops: json_patch::Patch = serde_json::from_value(patch)
+        .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
+    json_patch::patch(doc, &ops).map_err(|e| {
+        let mut err = status::bad_request(e.to_string());
+        err.code = 422;
+        err.body["code"] = json!(422);
+        err.body["reason"] = json!("Invalid");
+        err
+    })
 }
 
 pub fn is_terminating(ns: &Value) -> bool {
@@ -1306,13 +1331,14 @@ fn json_type_name(v: &Value) -> &'static str {
     }
 }
 
-fn encode_continue(rv: u64, start: &str) -> String {
+fn encode_continue(rv: i64, start: &str) -> String {
     let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
 }
 
 /// storage.DecodeContinue: base64url JSON `{"v":"meta.k8s.io/v1","rv":N,"start":"key"}`.
-fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
+/// An rv of -1 means "from the current state" (the inconsistent continuation).
+fn decode_continue(token: &str) -> Result<(Option<u64>, String), ApiError> {
     let bad = |why: &str| status::bad_request(format!("continue key is not valid: {why}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
@@ -1322,11 +1348,15 @@ fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
     if v.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
         return Err(bad("server does not recognize this encoded version"));
     }
-    let rv = v
-        .get("rv")
-        .and_then(Value::as_u64)
-        .filter(|rv| *rv > 0)
-        .ok_or_else(|| bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    let rv = match v.get("rv").and_then(Value::as_i64) {
+        Some(-1) => None,
+        Some(rv) if rv > 0 => Some(rv as u64),
+        _ => {
+            return Err(bad(
+                "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+            ));
+        }
+    };
     let start = v
         .get("start")
         .and_then(Value::as_str)
