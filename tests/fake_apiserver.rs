@@ -1446,3 +1446,100 @@ async fn discovery_and_the_kubeconfig_work_for_the_binary() {
     let core = client.list_core_api_versions().await.expect("/api");
     assert_eq!(core.versions, ["v1"]);
 }
+
+#[tokio::test]
+async fn metadata_only_calls_get_partial_object_metadata() {
+    let api = FakeApiServer::start().await;
+    api.put_secret(&secret("default", "m", &[("app", "web")]));
+    let secrets: Api<Secret> = Api::namespaced(api.client().await, "default");
+    let one = secrets.get_metadata("m").await.expect("get_metadata");
+    assert_eq!(
+        one.types.map(|t| t.kind).as_deref(),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(
+        one.metadata
+            .labels
+            .and_then(|l| l.get("app").cloned())
+            .as_deref(),
+        Some("web")
+    );
+    let list = secrets
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list_metadata");
+    assert_eq!(names(&list.items), ["m"]);
+
+    let metas: Api<kube::core::PartialObjectMeta<Secret>> =
+        Api::namespaced(api.client().await, "default");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(metas, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(obj)) = stream.next().await {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(obj.metadata.name.unwrap_or_default());
+        }
+    });
+    eventually("initial object", || snapshot(&seen) == ["m"]).await;
+    api.put_secret(&secret("default", "n", &[]));
+    eventually("watched object", || snapshot(&seen) == ["m", "n"]).await;
+}
+
+#[tokio::test]
+async fn invalid_labels_and_annotations_are_422() {
+    let api = FakeApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(api.client().await, "default");
+    let with_meta = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("c".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let pp = PostParams::default();
+    let err = api_error(
+        cms.create(&pp, &with_meta(&[("app", "bad value")], &[]))
+            .await
+            .expect_err("value"),
+    );
+    assert_eq!(err.code, 422);
+    assert!(err.message.starts_with(r#"ConfigMap "c" is invalid: metadata.labels: Invalid value: "bad value": a valid label must be"#), "{}", err.message);
+    let err = api_error(
+        cms.create(&pp, &with_meta(&[], &[("bad key/x", "v")]))
+            .await
+            .expect_err("key"),
+    );
+    assert!(
+        err.message.contains("metadata.annotations"),
+        "{}",
+        err.message
+    );
+    cms.create(
+        &pp,
+        &with_meta(
+            &[("app.kubernetes.io/managed-by", "pullsecret-injector")],
+            &[(
+                "pullsecret-injector.io/source",
+                "registry-credentials/gitlab",
+            )],
+        ),
+    )
+    .await
+    .expect("valid keys and values");
+}

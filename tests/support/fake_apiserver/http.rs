@@ -333,7 +333,9 @@ async fn serve_resource(
             .map(|o| (200, to_client(o))),
         ("GET", None) if watch => {
             return match list_opts(kind, &q) {
-                Ok(opts) => serve_watch(shared, conn, t, opts, &q),
+                Ok(opts) => {
+                    serve_watch(shared, conn, t, opts, &q, wants_partial_metadata(&headers))
+                }
                 Err(e) => error_response(fix_err(e)),
             };
         }
@@ -415,7 +417,42 @@ async fn serve_resource(
         }
         _ => Err(status::method_not_allowed()),
     };
-    respond(result.map_err(fix_err))
+    let partial = wants_partial_metadata(&headers);
+    respond(
+        result
+            .map(|(code, body)| {
+                if partial {
+                    (code, as_partial(&body))
+                } else {
+                    (code, body)
+                }
+            })
+            .map_err(fix_err),
+    )
+}
+
+/// `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` (kube's
+/// `*_metadata` calls and metadata_watcher).
+fn wants_partial_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+/// An object (or a list of them) as meta.k8s.io/v1 PartialObjectMetadata; a Status stays.
+fn as_partial(body: &Value) -> Value {
+    let one = |o: &Value| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata").cloned().unwrap_or(json!({}))});
+    match body.get("kind").and_then(Value::as_str) {
+        Some("Status") => body.clone(),
+        Some(k) if k.ends_with("List") => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": body.get("metadata").cloned().unwrap_or(json!({})),
+            "items": body.get("items").and_then(Value::as_array).map(|items| items.iter().map(one).collect::<Vec<_>>()).unwrap_or_default(),
+        }),
+        _ => one(body),
+    }
 }
 
 fn event_line(etype: &str, object: &Value) -> Bytes {
@@ -463,6 +500,7 @@ fn serve_watch(
     t: Target,
     opts: ListOpts,
     q: &HashMap<String, String>,
+    partial: bool,
 ) -> Response {
     let bookmarks = truthy(q.get("allowWatchBookmarks"));
     let initial_events = truthy(q.get("sendInitialEvents"));
@@ -506,6 +544,7 @@ fn serve_watch(
             shared,
             conn,
             view,
+            partial,
             filter,
             start,
             rx,
@@ -536,6 +575,7 @@ async fn watch_task(
     shared: Arc<Shared>,
     conn: ConnHandle,
     view: Kind,
+    partial: bool,
     filter: WatchFilter,
     start: Result<WatchStart, ApiError>,
     mut rx: broadcast::Receiver<Arc<super::store::StoredEvent>>,
@@ -548,7 +588,9 @@ async fn watch_task(
     // The resource the client watches (events.k8s.io/v1 converts from the core storage).
     let kind = view;
     let line = |t: EventType, o: &Value| {
-        if view == Kind::EventsV1 {
+        if partial {
+            event_line(t.as_str(), &as_partial(o))
+        } else if view == Kind::EventsV1 {
             event_line(t.as_str(), &events::to_v1(o))
         } else {
             event_line(t.as_str(), o)

@@ -1200,6 +1200,7 @@ fn is_config_key(s: &str) -> bool {
 
 fn validate(kind: Kind, name: &str, obj: &Value, existing: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    validate_labels_and_annotations(obj, &mut errs);
     match kind {
         Kind::Namespaces => {
             if !is_dns_label(name) {
@@ -1235,6 +1236,82 @@ fn validate(kind: Kind, name: &str, obj: &Value, existing: Option<&Value>) -> Ve
         _ => {}
     }
     errs
+}
+
+const NAME_PART_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, empty allowed when `allow_empty`.
+fn is_name_part(s: &str, allow_empty: bool) -> bool {
+    if s.is_empty() {
+        return allow_empty;
+    }
+    let b = s.as_bytes();
+    b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// validation.IsQualifiedName: `[prefix/]name`, the reason when it is not one.
+fn qualified_name_error(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        if p.is_empty() {
+            return Some("prefix part must be non-empty".into());
+        }
+        if !is_dns_subdomain(p) {
+            return Some(format!("prefix part {DNS1123_SUBDOMAIN_MSG}"));
+        }
+    }
+    if name.is_empty() {
+        return Some("name part must be non-empty".into());
+    }
+    if name.len() > 63 {
+        return Some("name part must be no more than 63 characters".into());
+    }
+    if !is_name_part(name, false) {
+        return Some(NAME_PART_MSG.into());
+    }
+    None
+}
+
+fn validate_labels_and_annotations(obj: &Value, errs: &mut Vec<FieldError>) {
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            if let Some(why) = qualified_name_error(k) {
+                errs.push(FieldError::invalid("metadata.labels", k, &why));
+            }
+            let v = v.as_str().unwrap_or("");
+            if v.len() > 63 {
+                errs.push(FieldError::invalid(
+                    "metadata.labels",
+                    v,
+                    "must be no more than 63 characters",
+                ));
+            } else if !is_name_part(v, true) {
+                errs.push(FieldError::invalid("metadata.labels", v, LABEL_VALUE_MSG));
+            }
+        }
+    }
+    if let Some(annotations) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0;
+        for (k, v) in annotations {
+            if let Some(why) = qualified_name_error(&k.to_ascii_lowercase()) {
+                errs.push(FieldError::invalid("metadata.annotations", k, &why));
+            }
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > 256 * 1024 {
+            errs.push(FieldError::too_long("metadata.annotations", 256 * 1024));
+        }
+    }
 }
 
 const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
