@@ -1009,6 +1009,13 @@ async fn injected_500_is_an_error_for_the_next_matching_call_only() {
         .create(&PostParams::default(), &secret("default", "s", &[]))
         .await
         .expect("the fault was for one call");
+    let answered: Vec<Option<u16>> = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(answered, [Some(500), Some(201)]);
 }
 
 #[tokio::test]
@@ -1095,6 +1102,11 @@ async fn a_dropped_connection_is_a_transport_error() {
     assert!(
         !matches!(err, kube::Error::Api(_)),
         "no answer, so no Status: {err:?}"
+    );
+    assert_eq!(
+        api.requests().last().map(|r| r.status),
+        Some(None),
+        "never answered"
     );
     secrets.get("s").await.expect("next call answered");
 }
@@ -1542,4 +1554,65 @@ async fn invalid_labels_and_annotations_are_422() {
     )
     .await
     .expect("valid keys and values");
+}
+
+#[tokio::test]
+async fn server_side_apply_upserts_and_drops_fields_the_manager_stopped_applying() {
+    let api = FakeApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(api.client().await, "default");
+    let ssa = PatchParams::apply("pullsecret-injector").force();
+    let applied = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data});
+    let created = cms
+        .patch(
+            "c",
+            &ssa,
+            &Patch::Apply(applied(json!({"a": "1", "b": "2"}))),
+        )
+        .await
+        .expect("apply creates");
+    let managers: Vec<String> = created
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(managers, ["pullsecret-injector"]);
+
+    // Another writer's key survives; the manager's dropped key goes; a no-op keeps the rv.
+    cms.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"other": "x"}})),
+    )
+    .await
+    .expect("merge patch");
+    let v2 = cms
+        .patch("c", &ssa, &Patch::Apply(applied(json!({"a": "1"}))))
+        .await
+        .expect("re-apply");
+    assert_eq!(
+        v2.data,
+        Some(BTreeMap::from([
+            ("a".into(), "1".into()),
+            ("other".into(), "x".into())
+        ]))
+    );
+    let v3 = cms
+        .patch("c", &ssa, &Patch::Apply(applied(json!({"a": "1"}))))
+        .await
+        .expect("same apply");
+    assert_eq!(v3.metadata.resource_version, v2.metadata.resource_version);
+
+    // Apply of a missing object in a terminating namespace goes through the create checks.
+    api.put_namespace("doomed", &[]);
+    api.terminate_namespace("doomed");
+    let in_doomed: Api<ConfigMap> = Api::namespaced(api.client().await, "doomed");
+    let err = api_error(
+        in_doomed
+            .patch("c", &ssa, &Patch::Apply(applied(json!({}))))
+            .await
+            .expect_err("terminating"),
+    );
+    assert_eq!(err.code, 403);
 }

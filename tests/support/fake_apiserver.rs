@@ -79,6 +79,7 @@ pub(crate) struct Shared {
     drop_watches: watch::Sender<u64>,
     close_watches: watch::Sender<u64>,
     active_watches: AtomicUsize,
+    next_seq: std::sync::atomic::AtomicU64,
     bookmark_interval: Mutex<Duration>,
 }
 
@@ -150,6 +151,7 @@ impl FakeApiServer {
             drop_watches: watch::channel(0).0,
             close_watches: watch::channel(0).0,
             active_watches: AtomicUsize::new(0),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
             bookmark_interval: Mutex::new(options.bookmark_interval),
         });
         let router = Router::new()

@@ -107,6 +107,10 @@ pub struct LoggedRequest {
     pub name: Option<String>,
     pub watch: bool,
     pub at: SystemTime,
+    /// Order of arrival.
+    pub seq: u64,
+    /// The HTTP status answered (None while pending, or for a dropped connection).
+    pub status: Option<u16>,
 }
 
 impl LoggedRequest {

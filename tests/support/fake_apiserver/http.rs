@@ -175,9 +175,47 @@ pub(crate) async fn handle(
         name,
         watch,
         at: SystemTime::now(),
+        seq: shared
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        status: None,
     };
     let (delay, fault) = shared.lock_faults().take(&logged);
+    let seq = logged.seq;
     shared.lock_log().push(logged);
+    let resp = answer(
+        shared.clone(),
+        conn,
+        method,
+        route,
+        query,
+        headers,
+        body,
+        watch,
+        delay,
+        fault,
+    )
+    .await;
+    // Recorded when the answer (for a watch: the start of the stream) is ready.
+    if let Some(r) = shared.lock_log().iter_mut().rev().find(|r| r.seq == seq) {
+        r.status = Some(resp.status().as_u16());
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    shared: Arc<Shared>,
+    conn: ConnHandle,
+    method: Method,
+    route: Route,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+    watch: bool,
+    delay: Duration,
+    fault: Option<Fault>,
+) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -373,7 +411,13 @@ async fn serve_resource(
                 .unwrap_or("")
                 .to_string();
             let mut store = shared.lock_store();
-            if v1_events {
+            let media = ct.split(';').next().unwrap_or("").trim();
+            if media == "application/apply-patch+yaml" && !v1_events {
+                let manager = q.get("fieldManager").map_or("", String::as_str);
+                store
+                    .apply(kind, &ns, name, &body, manager, dry_run)
+                    .map(|(code, o)| (code, to_client(o)))
+            } else if v1_events {
                 // Patch the v1 form, store the core form (with the resourceVersion check).
                 store::patch_is_merge(&ct).and_then(|_| {
                     let mut doc = events::to_v1(&store.get(kind, &ns, name)?);

@@ -832,6 +832,101 @@ impl Store {
         self.write_update(kind, store_ns, name, &existing, doc, dry_run)
     }
 
+    /// Server-side apply, simplified: creates the object when missing (through the create
+    /// checks, 201), otherwise merges the applied configuration, removes the fields this
+    /// manager applied last time and no longer does, and records the manager's fields in
+    /// metadata.managedFields (FieldsV1). Lists are atomic; conflicts with other managers
+    /// are never reported (as with force=true).
+    pub fn apply(
+        &mut self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        body: &[u8],
+        manager: &str,
+        dry_run: bool,
+    ) -> Result<(u16, Value), ApiError> {
+        if manager.is_empty() {
+            return Err(status::bad_request(
+                "fieldManager is required for apply requests",
+            ));
+        }
+        let mut applied: Value = serde_json::from_slice(body).map_err(|e| {
+            status::bad_request(format!(
+                "error decoding apply patch (this fake reads JSON only): {e}"
+            ))
+        })?;
+        if !applied.is_object() {
+            return Err(status::bad_request("an apply patch must be an object"));
+        }
+        if applied.get("apiVersion").is_none() || applied.get("kind").is_none() {
+            return Err(status::bad_request(
+                "an apply patch must set apiVersion and kind",
+            ));
+        }
+        check_type(kind, &applied)?;
+        match meta_str(&applied, "name") {
+            "" => {
+                meta_mut(&mut applied).insert("name".into(), json!(name));
+            }
+            n if n != name => {
+                return Err(status::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {}
+        }
+        let paths = applied_paths(&applied);
+        let entry = json!({
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": kind.api_version(),
+            "time": now_rfc3339(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": to_fields_v1(&paths),
+        });
+        let store_ns = if kind.namespaced() { ns } else { "" };
+        let Some(existing) = self.object(kind, store_ns, name) else {
+            meta_mut(&mut applied).insert("managedFields".into(), json!([entry]));
+            return self.create(kind, ns, applied, dry_run).map(|o| (201, o));
+        };
+        let rv = meta_str(&applied, "resourceVersion");
+        if !rv.is_empty() && rv != meta_str(&existing, "resourceVersion") {
+            return Err(status::conflict(kind, name, status::OPTIMISTIC_LOCK));
+        }
+        let mut managed: Vec<Value> = existing
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mine = |e: &Value| {
+            e.get("manager").and_then(Value::as_str) == Some(manager)
+                && e.get("operation").and_then(Value::as_str) == Some("Apply")
+        };
+        let previous = managed
+            .iter()
+            .find(|e| mine(e))
+            .and_then(|e| e.get("fieldsV1"))
+            .map(from_fields_v1)
+            .unwrap_or_default();
+        let mut doc = (*existing).clone();
+        for gone in previous.iter().filter(|p| !paths.contains(p)) {
+            remove_path(&mut doc, gone);
+        }
+        json_patch::merge(&mut doc, &applied);
+        meta_mut(&mut doc).remove("resourceVersion");
+        let mut before = (*existing).clone();
+        meta_mut(&mut before).remove("resourceVersion");
+        if doc == before && previous == paths {
+            return Ok((200, (*existing).clone()));
+        }
+        managed.retain(|e| !mine(e));
+        managed.push(entry);
+        meta_mut(&mut doc).insert("managedFields".into(), Value::Array(managed));
+        self.write_update(kind, store_ns, name, &existing, doc, dry_run)
+            .map(|o| (200, o))
+    }
+
     /// DELETE: preconditions, namespaces go Terminating, Pods answer with the object,
     /// everything else with a Success Status.
     pub fn delete(
@@ -1061,6 +1156,98 @@ pub fn apply_patch(doc: &mut Value, content_type: &str, body: &[u8]) -> Result<(
         err.body["reason"] = json!("Invalid");
         err
     })
+}
+
+/// Leaf paths an apply configuration sets (identity fields excluded). Lists are atomic.
+fn applied_paths(obj: &Value) -> Vec<Vec<String>> {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    walk(child, path, out);
+                    path.pop();
+                }
+            }
+            _ => out.push(path.clone()),
+        }
+    }
+    let mut out = Vec::new();
+    walk(obj, &mut Vec::new(), &mut out);
+    out.retain(|p| {
+        let p: Vec<&str> = p.iter().map(String::as_str).collect();
+        !matches!(
+            p.as_slice(),
+            ["apiVersion"]
+                | ["kind"]
+                | [
+                    "metadata",
+                    "name"
+                        | "namespace"
+                        | "resourceVersion"
+                        | "uid"
+                        | "managedFields"
+                        | "creationTimestamp"
+                ]
+        )
+    });
+    out.sort();
+    out
+}
+
+/// Paths as FieldsV1: `{"f:data":{"f:key":{}}}`.
+fn to_fields_v1(paths: &[Vec<String>]) -> Value {
+    let mut root = json!({});
+    for path in paths {
+        let mut node = &mut root;
+        for key in path {
+            node = &mut node[format!("f:{key}")];
+            if !node.is_object() {
+                *node = json!({});
+            }
+        }
+    }
+    root
+}
+
+fn from_fields_v1(fields: &Value) -> Vec<Vec<String>> {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        let children: Vec<(&String, &Value)> = v
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
+            .unwrap_or_default();
+        if children.is_empty() {
+            if !path.is_empty() {
+                out.push(path.clone());
+            }
+            return;
+        }
+        for (k, child) in children {
+            path.push(k[2..].to_string());
+            walk(child, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(fields, &mut Vec::new(), &mut out);
+    out.sort();
+    out
+}
+
+fn remove_path(doc: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = doc;
+    for key in parents {
+        match node.get_mut(key) {
+            Some(next) => node = next,
+            None => return,
+        }
+    }
+    if let Some(m) = node.as_object_mut() {
+        m.remove(last);
+    }
 }
 
 pub fn is_terminating(ns: &Value) -> bool {
