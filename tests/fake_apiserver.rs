@@ -1418,7 +1418,36 @@ async fn events_k8s_io_v1_and_core_v1_are_two_views_of_one_event_storage() {
         err.message
     );
     assert!(
+        err.message.contains("type: Invalid value"),
+        "{}",
+        err.message
+    );
+    let err = api_error(
+        v1.create(
+            &PostParams::default(),
+            &Event {
+                metadata: ObjectMeta {
+                    name: Some("no-reporter".into()),
+                    ..Default::default()
+                },
+                event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                    k8s_openapi::jiff::Timestamp::now(),
+                )),
+                type_: Some("Normal".into()),
+                regarding: Some(pod.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("no reporting fields"),
+    );
+    assert!(
         err.message.contains("reportingController: Required value"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("action: Required value"),
         "{}",
         err.message
     );
@@ -1442,6 +1471,30 @@ async fn events_k8s_io_v1_and_core_v1_are_two_views_of_one_event_storage() {
     )
     .await
     .expect("core/v1 create is lenient");
+    // ... but every Event lives in the namespace of the object it is about.
+    let elsewhere = ObjectReference {
+        namespace: Some("team-a".into()),
+        ..pod.clone()
+    };
+    let err = api_error(
+        core.create(
+            &PostParams::default(),
+            &CoreEvent {
+                metadata: ObjectMeta {
+                    name: Some("misplaced".into()),
+                    ..Default::default()
+                },
+                involved_object: elsewhere,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect_err("namespace mismatch"),
+    );
+    assert_eq!(
+        err.message,
+        r#"Event "misplaced" is invalid: involvedObject.namespace: Invalid value: "team-a": does not match event.namespace"#
+    );
     assert_eq!(api.list(Kind::EventsV1, Some("default")).len(), 2);
 }
 

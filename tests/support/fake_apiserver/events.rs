@@ -102,10 +102,80 @@ fn present(core: &Value, field: &str) -> bool {
     core.get(field).is_some_and(|v| !v.is_null())
 }
 
-/// The strict checks for an Event created through events.k8s.io/v1 (given in stored form,
-/// errors in v1 field names).
-pub fn validate_v1_create(core: &Value) -> Vec<FieldError> {
+/// legacyValidateEvent, which every Event create passes (both APIs): the namespace rules,
+/// and for "new" Events (eventTime set) the reporting fields. `v1_request` names the
+/// reporting field as the request's version does.
+pub fn validate_legacy(core: &Value, v1_request: bool) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    let event_ns = core
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let involved_ns = core
+        .pointer("/involvedObject/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mismatch = || {
+        FieldError::invalid(
+            "involvedObject.namespace",
+            involved_ns,
+            "does not match event.namespace",
+        )
+    };
+    if !present(core, "eventTime") {
+        if involved_ns.is_empty() {
+            if !event_ns.is_empty() && event_ns != "default" {
+                errs.push(mismatch());
+            }
+        } else if event_ns != involved_ns {
+            errs.push(mismatch());
+        }
+    } else {
+        if involved_ns.is_empty() && event_ns != "default" && event_ns != "kube-system" {
+            errs.push(mismatch());
+        }
+        let reporting = if v1_request {
+            "reportingController"
+        } else {
+            "reportingComponent"
+        };
+        if str_len(core, "reportingComponent") == 0 {
+            errs.push(FieldError::required(reporting));
+        }
+        for (field, limit) in [("reportingInstance", 128), ("action", 128)] {
+            let n = str_len(core, field);
+            if n == 0 {
+                errs.push(FieldError::required(field));
+            } else if n > limit {
+                errs.push(FieldError::too_long(field, limit));
+            }
+        }
+    }
+    if str_len(core, "reason") > 128 {
+        errs.push(FieldError::too_long("reason", 128));
+    }
+    if str_len(core, "message") > 1024 {
+        errs.push(FieldError::too_long("message", 1024));
+    }
+    errs
+}
+
+/// ValidateEventCreate for events.k8s.io/v1 requests: the legacy rules plus the strict ones
+/// (given the stored form, errors in v1 field names).
+pub fn validate_v1_create(core: &Value) -> Vec<FieldError> {
+    let mut errs = validate_legacy(core, true);
+    if let Some(series) = core.get("series").filter(|s| !s.is_null()) {
+        if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+            errs.push(FieldError::invalid(
+                "series.count",
+                "",
+                "should be at least 2",
+            ));
+        }
+        if !present(series, "lastObservedTime") {
+            errs.push(FieldError::required("series.lastObservedTime"));
+        }
+    }
     if !present(core, "eventTime") {
         errs.push(FieldError::required("eventTime"));
     }
@@ -150,31 +220,10 @@ pub fn validate_v1_create(core: &Value) -> Vec<FieldError> {
             "needs to be unset",
         ));
     }
-    if str_len(core, "reportingComponent") == 0 {
-        errs.push(FieldError::required("reportingController"));
-    }
-    for (field, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
-        let n = str_len(core, field);
-        if n == 0 {
-            errs.push(FieldError::required(field));
-        } else if n > limit {
-            errs.push(FieldError::too_long(field, limit));
-        }
-    }
-    if str_len(core, "message") > 1024 {
-        errs.push(FieldError::too_long("note", 1024));
-    }
-    if let Some(series) = core.get("series").filter(|s| !s.is_null()) {
-        if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
-            errs.push(FieldError::invalid(
-                "series.count",
-                "",
-                "should be at least 2",
-            ));
-        }
-        if !present(series, "lastObservedTime") {
-            errs.push(FieldError::required("series.lastObservedTime"));
-        }
-    }
     errs
+}
+
+/// ValidateEventCreate for core/v1 requests: the legacy rules only.
+pub fn validate_core_create(core: &Value) -> Vec<FieldError> {
+    validate_legacy(core, false)
 }

@@ -395,6 +395,8 @@ async fn serve_resource(
             let mut store = shared.lock_store();
             let created = if v1_events {
                 store.create_with(kind, &ns, obj, dry_run, &events::validate_v1_create)?
+            } else if kind == Kind::Events {
+                store.create_with(kind, &ns, obj, dry_run, &events::validate_core_create)?
             } else {
                 store.create(kind, &ns, obj, dry_run)?
             };
