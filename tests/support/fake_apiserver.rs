@@ -18,6 +18,7 @@ pub mod http;
 pub mod selectors;
 pub mod status;
 pub mod store;
+pub mod validation;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
