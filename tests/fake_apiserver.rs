@@ -959,7 +959,10 @@ async fn reflector_store_follows_the_fake_and_reads_make_no_api_calls() {
         Some("team-a")
     );
 
-    eventually("watch open", || api.active_watches() == 1).await;
+    api.wait_until("namespace watch open", DEADLINE, |a| {
+        a.active_watches_of(Kind::Namespaces) == 1
+    })
+    .await;
     let calls = api.api_calls();
     for _ in 0..100 {
         assert!(find("team-a").is_some());
@@ -1496,6 +1499,7 @@ async fn events_k8s_io_v1_and_core_v1_are_two_views_of_one_event_storage() {
         r#"Event "misplaced" is invalid: involvedObject.namespace: Invalid value: "team-a": does not match event.namespace"#
     );
     assert_eq!(api.list(Kind::EventsV1, Some("default")).len(), 2);
+    assert_eq!(api.list_events(Some("default")).len(), 2);
 }
 
 #[tokio::test]

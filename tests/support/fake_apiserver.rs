@@ -22,14 +22,13 @@ pub mod validation;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Pod, Secret};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -79,7 +78,7 @@ pub(crate) struct Shared {
     log: Mutex<Vec<LoggedRequest>>,
     drop_watches: watch::Sender<u64>,
     close_watches: watch::Sender<u64>,
-    active_watches: AtomicUsize,
+    active_watches: Mutex<std::collections::BTreeMap<Kind, usize>>,
     next_seq: std::sync::atomic::AtomicU64,
     bookmark_interval: Mutex<Duration>,
 }
@@ -151,7 +150,7 @@ impl FakeApiServer {
             log: Mutex::new(Vec::new()),
             drop_watches: watch::channel(0).0,
             close_watches: watch::channel(0).0,
-            active_watches: AtomicUsize::new(0),
+            active_watches: Mutex::new(Default::default()),
             next_seq: std::sync::atomic::AtomicU64::new(0),
             bookmark_interval: Mutex::new(options.bookmark_interval),
         });
@@ -266,6 +265,21 @@ impl FakeApiServer {
         self.get(Kind::Namespaces, "", name).map(from_value)
     }
 
+    pub fn list_secrets(&self, namespace: Option<&str>) -> Vec<Secret> {
+        self.list(Kind::Secrets, namespace)
+            .into_iter()
+            .map(from_value)
+            .collect()
+    }
+
+    /// core/v1 Events (those created through events.k8s.io/v1 included).
+    pub fn list_events(&self, namespace: Option<&str>) -> Vec<CoreEvent> {
+        self.list(Kind::Events, namespace)
+            .into_iter()
+            .map(from_value)
+            .collect()
+    }
+
     /// Every stored object of `kind` (in `namespace` if given), in storage order.
     pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Value> {
         if kind == Kind::EventsV1 {
@@ -339,11 +353,34 @@ impl FakeApiServer {
         self.shared.close_watches.send_modify(|g| *g += 1);
     }
 
-    /// Watches currently streaming.
+    /// Watches currently streaming (all resources).
     pub fn active_watches(&self) -> usize {
-        self.shared
-            .active_watches
-            .load(std::sync::atomic::Ordering::SeqCst)
+        lock(&self.shared.active_watches).values().sum()
+    }
+
+    /// Watches currently streaming on one resource (`Kind::EventsV1` counts apart).
+    pub fn active_watches_of(&self, kind: Kind) -> usize {
+        lock(&self.shared.active_watches)
+            .get(&kind)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Polls `cond` until it holds, panicking after `deadline` (tests must not sleep).
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) {
+        let start = std::time::Instant::now();
+        while !cond(self) {
+            assert!(
+                start.elapsed() < deadline,
+                "timed out after {deadline:?} waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     // ---- fault knobs ----

@@ -520,24 +520,31 @@ fn bookmark(kind: Kind, rv: u64, initial_events_end: bool) -> Bytes {
     )
 }
 
-/// Counts open watches for `FakeApiServer::active_watches`.
-struct ActiveWatch(Arc<Shared>);
+/// Counts open watches (per resource) for `FakeApiServer::active_watches`.
+struct ActiveWatch(Arc<Shared>, Kind);
 
 impl ActiveWatch {
-    fn new(shared: Arc<Shared>) -> Self {
-        shared
-            .active_watches
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Self(shared)
+    fn new(shared: Arc<Shared>, kind: Kind) -> Self {
+        *lock_counts(&shared).entry(kind).or_default() += 1;
+        Self(shared, kind)
     }
 }
 
 impl Drop for ActiveWatch {
     fn drop(&mut self) {
-        self.0
-            .active_watches
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(n) = lock_counts(&self.0).get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+        }
     }
+}
+
+fn lock_counts(
+    shared: &Shared,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Kind, usize>> {
+    shared
+        .active_watches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 fn serve_watch(
@@ -582,7 +589,7 @@ fn serve_watch(
         .bookmark_interval
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let guard = ActiveWatch::new(shared.clone());
+    let guard = ActiveWatch::new(shared.clone(), t.kind);
     tokio::spawn(async move {
         let _guard = guard;
         let view = t.kind;
