@@ -21,13 +21,13 @@
 //! (a Pod delete is immediate), Event TTL.
 #![allow(dead_code)]
 
-pub mod events;
-pub mod faults;
-pub mod http;
-pub mod selectors;
-pub mod status;
-pub mod store;
-pub mod validation;
+mod events;
+mod faults;
+mod http;
+mod selectors;
+mod status;
+mod store;
+mod validation;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
