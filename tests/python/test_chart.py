@@ -362,3 +362,122 @@ def test_ca_bundle_of_existing_secret_is_base64_of_the_pem(chart):
     objects, _ = render(chart, VALUE_SETS["existing-secret"])
     hook = one(objects, "MutatingWebhookConfiguration")["webhooks"][0]
     assert hook["clientConfig"]["caBundle"] == b64(CA_PEM)
+
+
+class FakeSecretsAPI:
+    """Just enough of kube-apiserver on 127.0.0.1 for Helm's `lookup` of one Secret:
+    discovery of the core group and GET of a namespaced Secret, with the apiserver's 404
+    Status for a missing one."""
+
+    def __init__(self, secrets: dict[tuple[str, str], dict]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.secrets = secrets
+        self.requests: list[str] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                api.requests.append(path)
+                parts = path.strip("/").split("/")
+                code, body = 404, None
+                if path == "/api/v1":
+                    code, body = 200, {
+                        "kind": "APIResourceList",
+                        "apiVersion": "v1",
+                        "groupVersion": "v1",
+                        "resources": [
+                            {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list", "watch"]}
+                        ],
+                    }
+                elif len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "secrets":
+                    secret = api.secrets.get((parts[3], parts[5]))
+                    if secret is not None:
+                        code, body = 200, secret
+                    else:
+                        body = {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "metadata": {},
+                            "status": "Failure",
+                            "message": f'secrets "{parts[5]}" not found',
+                            "reason": "NotFound",
+                            "details": {"name": parts[5], "kind": "secrets"},
+                            "code": 404,
+                        }
+                if body is None:
+                    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def kubeconfig(self) -> str:
+        host, port = self.server.server_address
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": f"http://{host}:{port}"}}],
+                "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "test"}}],
+                "current-context": "fake",
+            }
+        )
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def render_against(api: FakeSecretsAPI, chart, values: dict) -> list[dict]:
+    with helm.Config(kubeconfig_content=api.kubeconfig, namespace=NAMESPACE) as config:
+        manifests = config.render(chart, values, name=RELEASE, namespace=NAMESPACE, is_upgrade=True)
+    return [o for path, text in manifests.items() if not path.endswith("NOTES.txt") for o in load_all(text)]
+
+
+def test_generate_mode_reuses_the_installed_certificate_on_upgrade(chart):
+    first, _ = render(chart, {})
+    installed = one(first, "Secret")
+    name = installed["metadata"]["name"]
+    api = FakeSecretsAPI({(NAMESPACE, name): {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE}, "type": "kubernetes.io/tls", "data": installed["data"]}})
+    try:
+        upgraded = render_against(api, chart, {"replicas": 3})
+    finally:
+        api.close()
+    assert f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}" in api.requests
+    assert one(upgraded, "Secret", name)["data"] == installed["data"]
+    hook = one(upgraded, "MutatingWebhookConfiguration")["webhooks"][0]
+    assert hook["clientConfig"]["caBundle"] == installed["data"]["ca.crt"]
+    assert one(upgraded, "Deployment")["spec"]["replicas"] == 3
+
+
+def test_generate_mode_makes_a_new_certificate_when_the_secret_is_missing_or_incomplete(chart):
+    first, _ = render(chart, {})
+    installed = one(first, "Secret")
+    name = installed["metadata"]["name"]
+    incomplete = {k: v for k, v in installed["data"].items() if k != "ca.crt"}
+    for stored in ({}, {(NAMESPACE, name): {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE}, "data": incomplete}}):
+        api = FakeSecretsAPI(stored)
+        try:
+            upgraded = render_against(api, chart, {})
+        finally:
+            api.close()
+        assert f"/api/v1/namespaces/{NAMESPACE}/secrets/{name}" in api.requests
+        secret = one(upgraded, "Secret", name)
+        assert secret["data"]["tls.crt"] != installed["data"]["tls.crt"]
+        cert = decode_cert(secret["data"]["tls.crt"])
+        cert.verify_directly_issued_by(decode_cert(secret["data"]["ca.crt"]))
+        assert one(upgraded, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
