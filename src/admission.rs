@@ -1,13 +1,492 @@
 //! AdmissionReview v1 in and out: decode, call `plan`, ensure copies, encode.
+//!
+//! `respond` holds the whole decision and is shared by the `/mutate` handler and the
+//! `review` command, so `review` prints byte for byte what `serve` answers. The response is
+//! written with our own structs: kube-apiserver wants `patch` as a base64 string, and
+//! requires `patchType` exactly when a patch is present.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+use tracing::{Instrument, Span, debug, field::Empty, info, warn};
 
+use crate::plan::{self, Namespace, Operation};
 use crate::state::AppState;
 
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// kube-apiserver keeps the `?timeout=` we are given; leave this much for the answer to travel.
+const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+/// Our share of the apiserver's 4096-rune warning budget per request.
+const MAX_WARNINGS: usize = 10;
+const MAX_WARNING_RUNES: usize = 256;
+const WARNING_BUDGET_RUNES: usize = 2048;
+
+#[derive(Debug, Error)]
+pub enum AdmissionError {
+    /// The body is not an AdmissionReview v1 we can read: HTTP 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Our own fault: HTTP 500 with a generic body; the detail goes to the log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AdmissionError {
+    /// Label for the `result` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            AdmissionError::BadRequest(_) => "invalid",
+            AdmissionError::Internal(_) => "error",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdmissionError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdmissionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body sent to the caller (no internals for a 500).
+    pub fn body(&self) -> Vec<u8> {
+        let message = match self {
+            AdmissionError::BadRequest(m) => m.as_str(),
+            AdmissionError::Internal(_) => "internal error",
+        };
+        serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default()
+    }
+}
+
+/// What `respond` answered, with the facts the handler logs and counts.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The AdmissionReview response JSON.
+    pub body: Vec<u8>,
+    pub uid: String,
+    pub namespace: String,
+    /// The Pod's name, or its `generateName` prefix on CREATE.
+    pub pod: String,
+    /// `patched` or `unchanged`.
+    pub result: &'static str,
+    /// The object with the patch applied (when there was an object).
+    pub patched: Option<Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types. The request side is lenient: only what we read, everything optional.
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<RequestIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn {
+    #[serde(default)]
+    uid: String,
+    kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    operation: String,
+    #[serde(default)]
+    object: Option<Value>,
+    #[serde(default)]
+    old_object: Option<Value>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// Standard padded base64 of the JSON Patch document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Decides and encodes the answer to one AdmissionReview body. `timeout` is the apiserver's
+/// `?timeout=`; it bounds the time spent ensuring Secret copies.
+pub async fn respond(
+    state: &AppState,
+    body: &[u8],
+    timeout: Option<Duration>,
+) -> Result<Answer, AdmissionError> {
+    let review: ReviewIn = serde_json::from_slice(body)
+        .map_err(|e| AdmissionError::BadRequest(format!("body is not an AdmissionReview: {e}")))?;
+    if review.kind != KIND || review.api_version != API_VERSION {
+        return Err(AdmissionError::BadRequest(format!(
+            "expected kind {KIND} apiVersion {API_VERSION}, got kind {:?} apiVersion {:?}",
+            review.kind, review.api_version
+        )));
+    }
+    let request = review
+        .request
+        .ok_or_else(|| AdmissionError::BadRequest("AdmissionReview has no request".into()))?;
+    if request.uid.is_empty() {
+        return Err(AdmissionError::BadRequest(
+            "AdmissionReview request has no uid".into(),
+        ));
+    }
+
+    let mut answer = Answer {
+        body: Vec::new(),
+        uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        pod: request.name.clone().unwrap_or_default(),
+        result: "unchanged",
+        patched: request.object.clone(),
+    };
+
+    let is_pod = request
+        .kind
+        .as_ref()
+        .is_some_and(|k| k.group.is_empty() && k.version == "v1" && k.kind == "Pod");
+    // The old Pod only sharpens UPDATE warnings; one that does not decode is left out.
+    let old_pod: Option<Pod> = request
+        .old_object
+        .clone()
+        .and_then(|o| serde_json::from_value(o).ok());
+    let operation = match request.operation.as_str() {
+        "CREATE" => Some(Operation::Create),
+        "UPDATE" => Some(Operation::Update {
+            old: old_pod.as_ref(),
+        }),
+        _ => None,
+    };
+    let (Some(operation), true) = (operation, is_pod) else {
+        answer.body = encode(&request.uid, None, Vec::new())?;
+        return Ok(answer);
+    };
+
+    let object = request
+        .object
+        .clone()
+        .ok_or_else(|| AdmissionError::BadRequest("Pod request has no object".into()))?;
+    let pod: Pod = serde_json::from_value(object)
+        .map_err(|e| AdmissionError::BadRequest(format!("request object is not a Pod: {e}")))?;
+    if answer.namespace.is_empty() {
+        answer.namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    }
+    if answer.pod.is_empty() {
+        answer.pod = pod
+            .metadata
+            .name
+            .clone()
+            .or_else(|| pod.metadata.generate_name.clone())
+            .unwrap_or_default();
+    }
+    if answer.namespace.is_empty() {
+        return Err(AdmissionError::BadRequest(
+            "Pod request has no namespace".into(),
+        ));
+    }
+    debug!(
+        subresource = request.sub_resource.as_deref().unwrap_or(""),
+        "deciding"
+    );
+
+    let Some(policy) = state.policy.get() else {
+        // Not ready: let the Pod through untouched rather than block the cluster.
+        answer.body = encode(
+            &request.uid,
+            None,
+            vec!["pullsecret-injector has no policy loaded yet; no pull secrets were added".into()],
+        )?;
+        return Ok(answer);
+    };
+    let labels: Option<BTreeMap<String, String>> = state.namespaces.labels(&answer.namespace);
+    let namespace = Namespace {
+        name: &answer.namespace,
+        labels: labels.as_ref(),
+    };
+    let mut decision = plan::plan(
+        &policy,
+        &pod,
+        &namespace,
+        operation,
+        &state.webhook_namespace,
+    );
+
+    let dry_run = request.dry_run.unwrap_or(false);
+    if let Some(ensurer) = &state.ensurer
+        && !dry_run
+        && !decision.secrets.is_empty()
+    {
+        let deadline = match timeout {
+            Some(t) => state.copy_deadline.min(t.saturating_sub(TIMEOUT_MARGIN)),
+            None => state.copy_deadline,
+        };
+        let warnings = ensurer
+            .ensure(&answer.namespace, &decision.secrets, deadline)
+            .await;
+        decision.warnings.extend(warnings);
+    }
+
+    let patch = if decision.patch.0.is_empty() {
+        None
+    } else {
+        let bytes = serde_json::to_vec(&decision.patch)
+            .map_err(|e| AdmissionError::Internal(format!("encoding the patch: {e}")))?;
+        if let Some(object) = answer.patched.as_mut() {
+            json_patch::patch(object, &decision.patch.0).map_err(|e| {
+                AdmissionError::Internal(format!("the patch does not apply to the Pod: {e}"))
+            })?;
+        }
+        answer.result = "patched";
+        Some(bytes)
+    };
+    answer.body = encode(&request.uid, patch.as_deref(), decision.warnings)?;
+    Ok(answer)
+}
+
+fn encode(
+    uid: &str,
+    patch: Option<&[u8]>,
+    warnings: Vec<String>,
+) -> Result<Vec<u8>, AdmissionError> {
+    let review = ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: ResponseOut {
+            uid,
+            allowed: true,
+            patch_type: patch.map(|_| "JSONPatch"),
+            patch: patch.map(|p| STANDARD.encode(p)),
+            warnings: limit_warnings(warnings),
+        },
+    };
+    serde_json::to_vec(&review)
+        .map_err(|e| AdmissionError::Internal(format!("encoding the response: {e}")))
+}
+
+/// Keeps warnings within what kube-apiserver passes on: no control characters (it drops
+/// such a warning whole), no duplicates, at most 256 runes each and a bounded total.
+pub fn limit_warnings(warnings: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut total = 0;
+    for warning in warnings {
+        let cleaned: String = warning
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let cleaned = cleaned.trim();
+        if cleaned.is_empty() {
+            continue;
+        }
+        let text = if cleaned.chars().count() > MAX_WARNING_RUNES {
+            let mut t: String = cleaned.chars().take(MAX_WARNING_RUNES - 1).collect();
+            t.push('…');
+            t
+        } else {
+            cleaned.to_string()
+        };
+        if out.contains(&text) {
+            continue;
+        }
+        let runes = text.chars().count();
+        if out.len() == MAX_WARNINGS || total + runes > WARNING_BUDGET_RUNES {
+            break;
+        }
+        total += runes;
+        out.push(text);
+    }
+    out
+}
+
+/// Parses a Go duration (`10s`, `1m30s`, `1.5s`, `300ms`, `2h45m`).
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0.0f64;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, tail) = rest.split_at(split);
+        let value: f64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+fn query_timeout(uri: &Uri) -> Option<Duration> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "timeout")
+        .and_then(|(_, v)| parse_go_duration(v))
+}
+
 /// POST /mutate. `uri` carries the apiserver's `?timeout=<Go duration>`.
-pub async fn mutate(State(_state): State<AppState>, _uri: Uri, _body: Bytes) -> Response {
-    (StatusCode::NOT_IMPLEMENTED, "not implemented yet").into_response()
+pub async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Response {
+    let span = tracing::info_span!(
+        "admission",
+        uid = Empty,
+        namespace = Empty,
+        pod = Empty,
+        result = Empty
+    );
+    let started = Instant::now();
+    let outcome = respond(&state, &body, query_timeout(&uri))
+        .instrument(span.clone())
+        .await;
+    state
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    let _entered = span.enter();
+    match outcome {
+        Ok(answer) => {
+            record(&span, &answer);
+            state.metrics.request(answer.result);
+            if answer.result == "patched" {
+                state.metrics.patches.inc();
+            }
+            info!("admitted");
+            ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
+        }
+        Err(err) => {
+            span.record("result", err.metric_label());
+            state.metrics.request(err.metric_label());
+            match &err {
+                AdmissionError::BadRequest(detail) => warn!(%detail, "rejected a request body"),
+                AdmissionError::Internal(detail) => tracing::error!(%detail, "internal error"),
+            }
+            (
+                err.status(),
+                [(header::CONTENT_TYPE, "application/json")],
+                err.body(),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn record(span: &Span, answer: &Answer) {
+    span.record("uid", answer.uid.as_str());
+    span.record("namespace", answer.namespace.as_str());
+    span.record("pod", answer.pod.as_str());
+    span.record("result", answer.result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("s"), None);
+        assert_eq!(parse_go_duration("5x"), None);
+    }
+
+    #[test]
+    fn warnings_stay_within_apiserver_limits() {
+        let long = "x".repeat(1000);
+        let out = limit_warnings(vec![
+            "a\nb".into(),
+            "".into(),
+            "same".into(),
+            "same".into(),
+            long,
+        ]);
+        assert_eq!(out[0], "a b");
+        assert_eq!(out[1], "same");
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].chars().count(), 256);
+        let many = limit_warnings((0..50).map(|i| format!("warning {i}")).collect());
+        assert_eq!(many.len(), MAX_WARNINGS);
+        let big = limit_warnings((0..50).map(|i| format!("{i}{}", "y".repeat(250))).collect());
+        assert!(big.iter().map(|w| w.chars().count()).sum::<usize>() <= WARNING_BUDGET_RUNES);
+    }
+
+    #[test]
+    fn internal_errors_keep_their_detail_out_of_the_body() {
+        let err = AdmissionError::Internal("patch failed at /spec/x for token abc".into());
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.body(), br#"{"error":"internal error"}"#);
+        assert_eq!(err.metric_label(), "error");
+        let bad = AdmissionError::BadRequest("body is not an AdmissionReview".into());
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(bad.body(), br#"{"error":"body is not an AdmissionReview"}"#);
+    }
+
+    #[test]
+    fn timeout_from_query() {
+        let uri: Uri = "/mutate?timeout=10s".parse().unwrap();
+        assert_eq!(query_timeout(&uri), Some(Duration::from_secs(10)));
+        let uri: Uri = "/mutate".parse().unwrap();
+        assert_eq!(query_timeout(&uri), None);
+    }
 }

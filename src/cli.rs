@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "pullsecret-injector", version, about = "Gives every Pod the image pull secrets its images need")]
+#[command(
+    name = "pullsecret-injector",
+    version,
+    about = "Gives every Pod the image pull secrets its images need"
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PSI_LOG_FORMAT")]

@@ -50,11 +50,23 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pullsecret_injector");
         let requests = Family::<ResultLabel, Counter>::default();
-        registry.register("admission_requests", "Admission requests by result", requests.clone());
+        registry.register(
+            "admission_requests",
+            "Admission requests by result",
+            requests.clone(),
+        );
         let patches = Counter::default();
-        registry.register("admission_patches", "Admission responses that carried a patch", patches.clone());
+        registry.register(
+            "admission_patches",
+            "Admission responses that carried a patch",
+            patches.clone(),
+        );
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        registry.register("admission_duration_seconds", "Time to answer an admission request", latency.clone());
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission request",
+            latency.clone(),
+        );
         let policy_reload_errors = Counter::default();
         registry.register(
             "policy_reload_errors",
@@ -62,11 +74,23 @@ impl Metrics {
             policy_reload_errors.clone(),
         );
         let policy_generation = Gauge::default();
-        registry.register("policy_generation", "Generation of the policy in use", policy_generation.clone());
+        registry.register(
+            "policy_generation",
+            "Generation of the policy in use",
+            policy_generation.clone(),
+        );
         let tls_reloads = Family::<ResultLabel, Counter>::default();
-        registry.register("tls_reloads", "Certificate reloads by result", tls_reloads.clone());
+        registry.register(
+            "tls_reloads",
+            "Certificate reloads by result",
+            tls_reloads.clone(),
+        );
         let copies = Family::<OperationLabel, Counter>::default();
-        registry.register("secret_copies", "Secret copy writes by operation", copies.clone());
+        registry.register(
+            "secret_copies",
+            "Secret copy writes by operation",
+            copies.clone(),
+        );
         let unmanaged_conflicts = Counter::default();
         registry.register(
             "unmanaged_conflicts",
@@ -74,7 +98,11 @@ impl Metrics {
             unmanaged_conflicts.clone(),
         );
         let drift_repaired = Counter::default();
-        registry.register("drift_repaired", "Copies that differed from their source and were repaired", drift_repaired.clone());
+        registry.register(
+            "drift_repaired",
+            "Copies that differed from their source and were repaired",
+            drift_repaired.clone(),
+        );
         Self {
             registry,
             requests,
@@ -90,15 +118,27 @@ impl Metrics {
     }
 
     pub fn request(&self, result: &str) {
-        self.requests.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+        self.requests
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     pub fn copy(&self, operation: &str) {
-        self.copies.get_or_create(&OperationLabel { operation: operation.to_string() }).inc();
+        self.copies
+            .get_or_create(&OperationLabel {
+                operation: operation.to_string(),
+            })
+            .inc();
     }
 
     pub fn tls_reload(&self, result: &str) {
-        self.tls_reloads.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+        self.tls_reloads
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition.

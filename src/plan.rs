@@ -1,6 +1,19 @@
 //! PURE: (policy, namespace, pod) -> the patch, the secrets the namespace must hold, warnings.
 //! No I/O, no async: `serve`, `review` and `explain` all call this.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use crate::policy::{NamespaceVerdict, Policy};
+use crate::reference::ImageRef;
+
+/// Annotation naming what was injected: `rule=secret` pairs, comma-separated, rule order.
+pub const INJECTED_ANNOTATION: &str = "pullsecret-injector.io/injected";
+
 /// A secret the Pod is given and its namespace must hold (copied from the source namespace).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretNeed {
@@ -20,4 +33,255 @@ pub struct Plan {
     /// when a rule names them).
     pub secrets: Vec<SecretNeed>,
     pub warnings: Vec<String>,
+}
+
+/// The admission operation, as far as the plan cares.
+#[derive(Debug, Clone, Copy)]
+pub enum Operation<'a> {
+    /// The only operation that may set `imagePullSecrets`.
+    Create,
+    /// No patch; warnings for secrets the Pod now needs but lacks. With the old Pod, only
+    /// images it did not have yet are warned about.
+    Update { old: Option<&'a Pod> },
+}
+
+/// The Pod's namespace as the plan sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Namespace<'a> {
+    pub name: &'a str,
+    /// `None` when the labels are not known (rules with a selector are then not applied).
+    pub labels: Option<&'a BTreeMap<String, String>>,
+}
+
+/// One image of the Pod and where it came from.
+struct PodImage<'p> {
+    /// `container "web"`, `initContainer "init"`, `ephemeralContainer "debug"`.
+    kind: &'static str,
+    container: &'p str,
+    image: &'p str,
+}
+
+fn pod_images(pod: &Pod) -> Vec<PodImage<'_>> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let mut images = Vec::new();
+    for c in spec.init_containers.iter().flatten() {
+        images.push(("initContainer", c.name.as_str(), c.image.as_deref()));
+    }
+    for c in &spec.containers {
+        images.push(("container", c.name.as_str(), c.image.as_deref()));
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        images.push(("ephemeralContainer", c.name.as_str(), c.image.as_deref()));
+    }
+    images
+        .into_iter()
+        .filter_map(|(kind, container, image)| {
+            // A missing image is the apiserver's to reject; nothing to pull, nothing to add.
+            image.filter(|i| !i.is_empty()).map(|image| PodImage {
+                kind,
+                container,
+                image,
+            })
+        })
+        .collect()
+}
+
+/// Decides what `pod` gets in `namespace` under `policy`.
+pub fn plan(
+    policy: &Policy,
+    pod: &Pod,
+    namespace: &Namespace<'_>,
+    operation: Operation<'_>,
+    webhook_namespace: &str,
+) -> Plan {
+    let mut out = Plan::default();
+    if policy.namespace_excluded(namespace.name, webhook_namespace) {
+        return out;
+    }
+    let verdicts: Vec<NamespaceVerdict> = policy
+        .rules
+        .iter()
+        .map(|r| r.namespace_verdict(namespace.name, namespace.labels))
+        .collect();
+
+    let old_images: Option<BTreeSet<&str>> = match operation {
+        Operation::Update { old: Some(old) } => {
+            Some(pod_images(old).iter().map(|i| i.image).collect())
+        }
+        _ => None,
+    };
+    // For every rule that matched, the first image that made it match; new images first,
+    // so an UPDATE warning names the image that brought the need.
+    let mut matched: BTreeMap<usize, String> = BTreeMap::new();
+    let mut images = pod_images(pod);
+    images.sort_by_key(|i| old_images.as_ref().is_some_and(|old| old.contains(i.image)));
+    let mut unknown_labels: BTreeSet<usize> = BTreeSet::new();
+    for image in images {
+        let target = match ImageRef::parse(image.image) {
+            Ok(reference) => reference.lookup_target(),
+            Err(_)
+                if old_images
+                    .as_ref()
+                    .is_some_and(|old| old.contains(image.image)) =>
+            {
+                // Already warned about when it was new.
+                continue;
+            }
+            Err(err) => {
+                out.warnings.push(format!(
+                    "{} {:?}: image {:?} is not a valid reference ({err}); no pull secret added for it",
+                    image.kind, image.container, image.image
+                ));
+                continue;
+            }
+        };
+        for (index, rule) in policy.rules.iter().enumerate() {
+            if verdicts[index] == NamespaceVerdict::Excluded || !rule.matches_target(&target) {
+                continue;
+            }
+            if verdicts[index] == NamespaceVerdict::LabelsUnknown {
+                unknown_labels.insert(index);
+            } else {
+                matched
+                    .entry(index)
+                    .or_insert_with(|| image.image.to_string());
+            }
+        }
+    }
+    for index in unknown_labels {
+        out.warnings.push(format!(
+            "rule {:?} not applied: labels of namespace {:?} are not known yet and the rule has a selector",
+            policy.rules[index].name, namespace.name
+        ));
+    }
+
+    // Union of secrets in rule order; each lists the rules that asked for it.
+    let mut needs: Vec<(SecretNeed, String)> = Vec::new();
+    for (&index, image) in &matched {
+        let rule = &policy.rules[index];
+        let is_old = |i: &str| old_images.as_ref().is_some_and(|old| old.contains(i));
+        match needs.iter_mut().find(|(n, _)| n.name == rule.secret) {
+            Some((need, first)) => {
+                need.rules.push(rule.name.clone());
+                // Keep a new image as the example, so an UPDATE warning is not lost.
+                if is_old(first) && !is_old(image) {
+                    first.clone_from(image);
+                }
+            }
+            None => needs.push((
+                SecretNeed {
+                    name: rule.secret.clone(),
+                    source_namespace: policy.source_namespace.clone(),
+                    rules: vec![rule.name.clone()],
+                },
+                image.clone(),
+            )),
+        }
+    }
+
+    let present: BTreeSet<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten())
+        .map(|r| r.name.as_str())
+        .collect();
+    let missing: Vec<&(SecretNeed, String)> = needs
+        .iter()
+        .filter(|(need, _)| !present.contains(need.name.as_str()))
+        .collect();
+
+    match operation {
+        Operation::Create => {
+            out.patch = create_patch(pod, &missing.iter().map(|(n, _)| n).collect::<Vec<_>>());
+            out.secrets = needs.iter().map(|(n, _)| n.clone()).collect();
+        }
+        Operation::Update { .. } => {
+            for (need, image) in &missing {
+                if old_images
+                    .as_ref()
+                    .is_some_and(|old| old.contains(image.as_str()))
+                {
+                    // Not new: the Pod has been running without it already.
+                    continue;
+                }
+                out.warnings.push(format!(
+                    "pull secret {:?} (rule {}) is missing; imagePullSecrets are fixed after creation, \
+                     recreate the Pod to add it. Needed by image {image:?}",
+                    need.name,
+                    need.rules.join(", ")
+                ));
+            }
+            // Only what the Pod can use: the secrets it already lists.
+            out.secrets = needs
+                .iter()
+                .filter(|(need, _)| present.contains(need.name.as_str()))
+                .map(|(n, _)| n.clone())
+                .collect();
+        }
+    }
+    out
+}
+
+/// `add` operations for the secrets the Pod lacks, plus the annotation naming them.
+fn create_patch(pod: &Pod, missing: &[&SecretNeed]) -> Patch {
+    if missing.is_empty() {
+        return Patch(Vec::new());
+    }
+    let mut ops = Vec::new();
+    let has_array = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.image_pull_secrets.is_some());
+    if has_array {
+        for need in missing {
+            ops.push(add(
+                &["spec", "imagePullSecrets", "-"],
+                json!({ "name": need.name }),
+            ));
+        }
+    } else {
+        let entries: Vec<Value> = missing.iter().map(|n| json!({ "name": n.name })).collect();
+        ops.push(add(&["spec", "imagePullSecrets"], Value::Array(entries)));
+    }
+
+    let annotations = pod.metadata.annotations.as_ref();
+    let mut pairs: Vec<String> = annotations
+        .and_then(|a| a.get(INJECTED_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    for need in missing {
+        for rule in &need.rules {
+            let pair = format!("{rule}={}", need.name);
+            if !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    let value = Value::String(pairs.join(","));
+    match annotations {
+        Some(_) => ops.push(add(
+            &["metadata", "annotations", INJECTED_ANNOTATION],
+            value,
+        )),
+        None => ops.push(add(
+            &["metadata", "annotations"],
+            json!({ INJECTED_ANNOTATION: value }),
+        )),
+    }
+    Patch(ops)
+}
+
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    // from_tokens escapes `/` as `~1` and `~` as `~0`.
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(tokens.iter().copied()),
+        value,
+    })
 }

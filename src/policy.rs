@@ -1,8 +1,16 @@
 //! The policy document (`policy.yaml`): parsed, validated, compiled into a matcher.
+//!
+//! Parse (serde, unknown fields rejected), then validate every value collecting all problems
+//! with their line and column, then compile: globs become matchers once, so matching a Pod
+//! costs one pass over the rules and never grows with the number of Pods.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Deserialize;
+use serde_saphyr::Spanned;
 use thiserror::Error;
+
+use crate::keyring;
 
 /// One problem in a policy document, located for `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -27,6 +35,46 @@ pub struct Rule {
     pub registries: Vec<String>,
     /// Secret name in the source namespace.
     pub secret: String,
+    /// Which namespaces may receive the secret; `None` = all that are not excluded.
+    namespaces: Option<NamespaceFilter>,
+}
+
+/// Whether a rule may act in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceVerdict {
+    Applies,
+    Excluded,
+    /// The rule has a label selector and the namespace's labels are not known.
+    LabelsUnknown,
+}
+
+impl Rule {
+    /// Does any registry pattern match `lookup_target` (`registry/repository`) the way the
+    /// kubelet's keyring would?
+    pub fn matches_target(&self, lookup_target: &str) -> bool {
+        self.registries
+            .iter()
+            .any(|pattern| keyring::urls_match(pattern, lookup_target))
+    }
+
+    /// Whether the rule's namespace filters admit `namespace`.
+    pub fn namespace_verdict(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> NamespaceVerdict {
+        match &self.namespaces {
+            None => NamespaceVerdict::Applies,
+            Some(filter) => filter.verdict(namespace, labels),
+        }
+    }
+
+    /// Whether the rule has a label selector (needs namespace labels to decide).
+    pub fn has_selector(&self) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_some_and(|f| f.selector.is_some())
+    }
 }
 
 /// A validated, compiled policy.
@@ -34,12 +82,49 @@ pub struct Rule {
 pub struct Policy {
     pub source_namespace: String,
     pub rules: Vec<Rule>,
+    /// `excludeNamespaces`, compiled.
+    exclude_namespaces: Vec<Glob>,
 }
 
 impl Policy {
     /// Parses, validates and compiles `text`; `origin` names the file (or ConfigMap) in errors.
-    pub fn parse(_text: &str, _origin: &str) -> Result<Self, PolicyError> {
-        todo!("filled by the policy implementation")
+    pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyError> {
+        let located = |err: serde_saphyr::Error| {
+            let (line, column) = err
+                .location()
+                .map(|l| (l.line() as usize, l.column() as usize))
+                .unwrap_or((1, 1));
+            let rendered = err.without_snippet().to_string();
+            // The plain rendering ends with " at line L, column C"; the location is ours to print.
+            let message = match rendered.rsplit_once(" at line ") {
+                Some((message, _)) => message.to_string(),
+                None => rendered,
+            };
+            PolicyError(vec![PolicyProblem {
+                origin: origin.to_string(),
+                line,
+                column,
+                message,
+            }])
+        };
+        // First pass over the bare tree: every unknown field at once (serde stops at the first).
+        let tree: Node = serde_saphyr::from_str(text).map_err(located)?;
+        let mut problems = Problems {
+            origin,
+            found: Vec::new(),
+        };
+        check_fields(&tree, Schema::Root, &mut problems);
+        if !problems.found.is_empty() {
+            return Err(PolicyError(problems.found));
+        }
+        let raw: RawPolicy = serde_saphyr::from_str(text).map_err(located)?;
+        let policy = compile(raw, &mut problems);
+        if problems.found.is_empty() {
+            Ok(policy)
+        } else {
+            problems.found.sort_by_key(|p| (p.line, p.column));
+            Err(PolicyError(problems.found))
+        }
     }
 
     /// Every secret name the policy can hand out (what the cluster side watches).
@@ -48,18 +133,943 @@ impl Policy {
     }
 
     /// Whether `namespace` is excluded from injection altogether.
-    pub fn namespace_excluded(&self, _namespace: &str, _webhook_namespace: &str) -> bool {
-        todo!("filled by the policy implementation")
+    pub fn namespace_excluded(&self, namespace: &str, webhook_namespace: &str) -> bool {
+        namespace == webhook_namespace
+            || self.exclude_namespaces.iter().any(|g| g.matches(namespace))
     }
 
     /// Rules whose registries match `lookup_target` and whose namespace filters admit the
-    /// namespace, in rule order.
+    /// namespace, in rule order. A rule with a selector is not applied when `labels` is `None`.
     pub fn matching_rules<'a>(
         &'a self,
-        _lookup_target: &str,
-        _namespace: &str,
-        _labels: Option<&BTreeMap<String, String>>,
+        lookup_target: &str,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
     ) -> Vec<&'a Rule> {
-        todo!("filled by the policy implementation")
+        self.rules
+            .iter()
+            .filter(|r| r.namespace_verdict(namespace, labels) == NamespaceVerdict::Applies)
+            .filter(|r| r.matches_target(lookup_target))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parse: the document as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPolicy {
+    source_namespace: Spanned<String>,
+    #[serde(default)]
+    exclude_namespaces: Vec<Spanned<String>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRule {
+    name: Spanned<String>,
+    registries: Spanned<Vec<Spanned<String>>>,
+    secret: Spanned<String>,
+    #[serde(default)]
+    namespaces: Option<RawNamespaces>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNamespaces {
+    #[serde(default)]
+    include: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    selector: Option<RawSelector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSelector {
+    #[serde(default)]
+    match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    match_expressions: Vec<Spanned<RawExpression>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawExpression {
+    key: Spanned<String>,
+    operator: Spanned<String>,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document as a bare tree with locations, to find every unknown field in one pass.
+
+#[derive(Debug)]
+struct Node(Spanned<NodeKind>);
+
+#[derive(Debug)]
+enum NodeKind {
+    Map(Vec<(Spanned<String>, Node)>),
+    Seq(Vec<Node>),
+    Scalar,
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Node(Spanned::<NodeKind>::deserialize(d)?))
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+        struct Tree;
+        impl<'de> Visitor<'de> for Tree {
+            type Value = NodeKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a YAML value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    entries.push((key, map.next_value::<Node>()?));
+                }
+                Ok(NodeKind::Map(entries))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Node>()? {
+                    items.push(item);
+                }
+                Ok(NodeKind::Seq(items))
+            }
+            fn visit_str<E: Error>(self, _: &str) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_bool<E: Error>(self, _: bool) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_i64<E: Error>(self, _: i64) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_u64<E: Error>(self, _: u64) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_unit<E: Error>(self) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+            fn visit_none<E: Error>(self) -> Result<NodeKind, E> {
+                Ok(NodeKind::Scalar)
+            }
+        }
+        d.deserialize_any(Tree)
+    }
+}
+
+/// Which mapping of the policy a node is.
+#[derive(Clone, Copy)]
+enum Schema {
+    Root,
+    Rule,
+    Namespaces,
+    Selector,
+    Expression,
+}
+
+impl Schema {
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Schema::Root => &["sourceNamespace", "excludeNamespaces", "rules"],
+            Schema::Rule => &["name", "registries", "secret", "namespaces"],
+            Schema::Namespaces => &["include", "exclude", "selector"],
+            Schema::Selector => &["matchLabels", "matchExpressions"],
+            Schema::Expression => &["key", "operator", "values"],
+        }
+    }
+
+    /// The schema of the value under `field`, when it is one of ours.
+    fn child(self, field: &str) -> Option<Schema> {
+        match (self, field) {
+            (Schema::Root, "rules") => Some(Schema::Rule),
+            (Schema::Rule, "namespaces") => Some(Schema::Namespaces),
+            (Schema::Namespaces, "selector") => Some(Schema::Selector),
+            (Schema::Selector, "matchExpressions") => Some(Schema::Expression),
+            _ => None,
+        }
+    }
+}
+
+/// Reports every unknown field; shapes and types are left to the typed parse.
+fn check_fields(node: &Node, schema: Schema, problems: &mut Problems<'_>) {
+    match &node.0.value {
+        NodeKind::Seq(items) => items
+            .iter()
+            .for_each(|item| check_fields(item, schema, problems)),
+        NodeKind::Map(entries) => {
+            for (key, value) in entries {
+                if !schema.fields().contains(&key.value.as_str()) {
+                    problems.at(
+                        key,
+                        format!(
+                            "unknown field `{}`, expected one of {}",
+                            key.value,
+                            schema.fields().join(", ")
+                        ),
+                    );
+                } else if let Some(child) = schema.child(&key.value) {
+                    check_fields(value, child, problems);
+                }
+            }
+        }
+        NodeKind::Scalar => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validate and compile.
+
+struct Problems<'o> {
+    origin: &'o str,
+    found: Vec<PolicyProblem>,
+}
+
+impl Problems<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        self.found.push(PolicyProblem {
+            origin: self.origin.to_string(),
+            line: spanned.referenced.line() as usize,
+            column: spanned.referenced.column() as usize,
+            message: message.into(),
+        });
+    }
+}
+
+fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
+    if let Err(why) = dns_label(&raw.source_namespace.value) {
+        problems.at(
+            &raw.source_namespace,
+            format!(
+                "sourceNamespace {:?} is not a valid namespace name: {why}",
+                raw.source_namespace.value
+            ),
+        );
+    }
+    let exclude_namespaces =
+        compile_namespace_globs(&raw.exclude_namespaces, "excludeNamespaces", problems);
+
+    let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    for spanned_rule in raw.rules {
+        let rule = spanned_rule.value;
+        let name = &rule.name;
+        if let Err(why) = rule_name(&name.value) {
+            problems.at(name, format!("rule name {:?} {why}", name.value));
+        }
+        let here = (
+            name.referenced.line() as usize,
+            name.referenced.column() as usize,
+        );
+        if let Some((line, column)) = seen.get(&name.value) {
+            problems.at(
+                name,
+                format!(
+                    "duplicate rule name {:?} (first defined at line {line}, column {column})",
+                    name.value
+                ),
+            );
+        } else {
+            seen.insert(name.value.clone(), here);
+        }
+
+        if rule.registries.value.is_empty() {
+            problems.at(
+                &rule.registries,
+                format!(
+                    "rule {:?}: registries is empty; list at least one pattern",
+                    name.value
+                ),
+            );
+        }
+        for pattern in &rule.registries.value {
+            if let Err(why) = check_registry_pattern(&pattern.value) {
+                problems.at(
+                    pattern,
+                    format!(
+                        "rule {:?}: registry pattern {:?}: {why}",
+                        name.value, pattern.value
+                    ),
+                );
+            }
+        }
+
+        if let Err(why) = dns_subdomain(&rule.secret.value) {
+            problems.at(
+                &rule.secret,
+                format!(
+                    "rule {:?}: secret {:?} is not a valid Secret name: {why}",
+                    name.value, rule.secret.value
+                ),
+            );
+        }
+
+        let namespaces = rule.namespaces.map(|ns| NamespaceFilter {
+            include: compile_namespace_globs(&ns.include, "namespaces.include", problems),
+            exclude: compile_namespace_globs(&ns.exclude, "namespaces.exclude", problems),
+            selector: ns.selector.and_then(|s| compile_selector(s, problems)),
+        });
+
+        rules.push(Rule {
+            name: rule.name.value,
+            registries: rule.registries.value.into_iter().map(|p| p.value).collect(),
+            secret: rule.secret.value,
+            namespaces,
+        });
+    }
+
+    Policy {
+        source_namespace: raw.source_namespace.value,
+        rules,
+        exclude_namespaces,
+    }
+}
+
+fn compile_namespace_globs(
+    globs: &[Spanned<String>],
+    field: &str,
+    problems: &mut Problems<'_>,
+) -> Vec<Glob> {
+    let mut out = Vec::with_capacity(globs.len());
+    for glob in globs {
+        if glob.value.is_empty() {
+            problems.at(glob, format!("{field}: empty namespace pattern"));
+            continue;
+        }
+        if let Some(c) = glob
+            .value
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-*?[]^\\".contains(*c)))
+        {
+            problems.at(
+                glob,
+                format!(
+                    "{field}: {:?} can never match a namespace name (character {c:?})",
+                    glob.value
+                ),
+            );
+            continue;
+        }
+        match Glob::compile(&glob.value) {
+            Ok(g) => out.push(g),
+            Err(why) => problems.at(glob, format!("{field}: bad glob {:?}: {why}", glob.value)),
+        }
+    }
+    out
+}
+
+fn compile_selector(raw: RawSelector, problems: &mut Problems<'_>) -> Option<Selector> {
+    let mut expressions = Vec::with_capacity(raw.match_expressions.len());
+    for spanned in raw.match_expressions {
+        let expr = spanned.value;
+        if expr.key.value.is_empty() {
+            problems.at(&expr.key, "selector: matchExpressions key is empty");
+        }
+        let op = match expr.operator.value.as_str() {
+            "In" | "NotIn" if expr.values.is_empty() => {
+                problems.at(
+                    &expr.operator,
+                    format!(
+                        "selector: operator {} needs a non-empty values list",
+                        expr.operator.value
+                    ),
+                );
+                continue;
+            }
+            "In" => Operator::In(expr.values.into_iter().collect()),
+            "NotIn" => Operator::NotIn(expr.values.into_iter().collect()),
+            "Exists" | "DoesNotExist" if !expr.values.is_empty() => {
+                problems.at(
+                    &expr.operator,
+                    format!("selector: operator {} takes no values", expr.operator.value),
+                );
+                continue;
+            }
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            other => {
+                problems.at(
+                    &expr.operator,
+                    format!(
+                        "selector: unknown operator {other:?} (In, NotIn, Exists, DoesNotExist)"
+                    ),
+                );
+                continue;
+            }
+        };
+        expressions.push((expr.key.value, op));
+    }
+    if raw.match_labels.is_empty() && expressions.is_empty() {
+        // An empty selector selects every namespace, as in Kubernetes.
+        return None;
+    }
+    Some(Selector {
+        match_labels: raw.match_labels,
+        expressions,
+    })
+}
+
+/// Rule names end up in the Pod annotation `rule=secret,...`, so they must not contain
+/// the separators.
+fn rule_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() > 63 {
+        return Err("is longer than 63 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err("may only contain letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+/// RFC 1123 label (namespace names).
+fn dns_label(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 63 {
+        return Err("it is longer than 63 characters");
+    }
+    dns_part(name)
+}
+
+/// RFC 1123 subdomain (Secret names).
+pub(crate) fn dns_subdomain(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 253 {
+        return Err("it is longer than 253 characters");
+    }
+    name.split('.').try_for_each(|part| {
+        if part.is_empty() {
+            Err("it has an empty part between dots")
+        } else {
+            dns_part(part)
+        }
+    })
+}
+
+fn dns_part(part: &str) -> Result<(), &'static str> {
+    if !part
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("use lowercase letters, digits, '-' and '.'");
+    }
+    if part.starts_with('-') || part.ends_with('-') {
+        return Err("it must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A registry pattern in kubelet matchImages syntax: `host[:port][/path]`, globs only in
+/// host labels. Rejects what is malformed and what can never match a normalized image.
+fn check_registry_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("is empty".into());
+    }
+    if pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace".into());
+    }
+    if pattern.contains("://") {
+        return Err(
+            "has a scheme; patterns match image names, write it without \"https://\"".into(),
+        );
+    }
+    if pattern.contains(['?', '#']) {
+        return Err("'?' and '#' end a URL, so they cannot be part of a pattern".into());
+    }
+    let (host, path) = match pattern.find('/') {
+        Some(i) => pattern.split_at(i),
+        None => (pattern, ""),
+    };
+    if host.is_empty() {
+        return Err("has no registry host".into());
+    }
+    let hostname = if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: one label, compared as a glob.
+        let Some((_, port)) = rest.split_once(']') else {
+            return Err("has an unclosed '[' in an IPv6 address".into());
+        };
+        check_port(port.strip_prefix(':').unwrap_or(port), port.is_empty())?;
+        ""
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => {
+                check_port(port, false)?;
+                name
+            }
+            None => host,
+        }
+    };
+    for label in hostname.split('.').filter(|_| !hostname.is_empty()) {
+        if label.is_empty() {
+            return Err("has an empty host label, which never matches".into());
+        }
+        Glob::compile(label).map_err(|why| format!("bad glob in host label {label:?}: {why}"))?;
+    }
+    if hostname.is_empty() && !host.starts_with('[') {
+        return Err("has no registry host".into());
+    }
+    if let Some(c) = path.chars().find(|c| c.is_ascii_uppercase()) {
+        return Err(format!(
+            "repository paths are lowercase, so {c:?} never matches"
+        ));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(*c)))
+    {
+        return Err(format!(
+            "{c:?} in the path never matches (globs work only in the host; the path is a plain prefix)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_port(port: &str, absent_ok: bool) -> Result<(), String> {
+    if port.is_empty() && absent_ok {
+        return Ok(());
+    }
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port {port:?} is not a number"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compiled matchers.
+
+#[derive(Debug, Clone)]
+struct NamespaceFilter {
+    include: Vec<Glob>,
+    exclude: Vec<Glob>,
+    selector: Option<Selector>,
+}
+
+impl NamespaceFilter {
+    fn verdict(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> NamespaceVerdict {
+        if !self.include.is_empty() && !self.include.iter().any(|g| g.matches(namespace)) {
+            return NamespaceVerdict::Excluded;
+        }
+        if self.exclude.iter().any(|g| g.matches(namespace)) {
+            return NamespaceVerdict::Excluded;
+        }
+        match (&self.selector, labels) {
+            (None, _) => NamespaceVerdict::Applies,
+            (Some(_), None) => NamespaceVerdict::LabelsUnknown,
+            (Some(selector), Some(labels)) if selector.matches(labels) => NamespaceVerdict::Applies,
+            (Some(_), Some(_)) => NamespaceVerdict::Excluded,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Selector {
+    match_labels: BTreeMap<String, String>,
+    expressions: Vec<(String, Operator)>,
+}
+
+#[derive(Debug, Clone)]
+enum Operator {
+    In(BTreeSet<String>),
+    NotIn(BTreeSet<String>),
+    Exists,
+    DoesNotExist,
+}
+
+impl Selector {
+    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.expressions.iter().all(|(key, op)| {
+                let value = labels.get(key);
+                match op {
+                    Operator::In(values) => value.is_some_and(|v| values.contains(v)),
+                    // As in Kubernetes: NotIn also matches when the label is absent.
+                    Operator::NotIn(values) => value.is_none_or(|v| !values.contains(v)),
+                    Operator::Exists => value.is_some(),
+                    Operator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+}
+
+/// A glob with Go `path.Match` syntax: `*`, `?`, `[...]` classes (`^` negates), `\` escapes.
+#[derive(Debug, Clone)]
+pub(crate) struct Glob {
+    tokens: Vec<Token>,
+}
+
+#[derive(Debug, Clone)]
+enum Token {
+    Char(char),
+    Star,
+    Any,
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl Glob {
+    pub(crate) fn compile(pattern: &str) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        let mut chars = pattern.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' => tokens.push(Token::Star),
+                '?' => tokens.push(Token::Any),
+                '\\' => tokens.push(Token::Char(chars.next().ok_or("trailing '\\'")?)),
+                '[' => {
+                    let negated = chars.next_if_eq(&'^').is_some();
+                    let mut ranges = Vec::new();
+                    loop {
+                        match chars.peek() {
+                            None => return Err("unclosed '['".into()),
+                            Some(']') if !ranges.is_empty() => {
+                                chars.next();
+                                break;
+                            }
+                            Some(_) => {}
+                        }
+                        let lo = class_char(&mut chars)?;
+                        let hi = if chars.next_if_eq(&'-').is_some() {
+                            class_char(&mut chars)?
+                        } else {
+                            lo
+                        };
+                        ranges.push((lo, hi));
+                    }
+                    tokens.push(Token::Class { negated, ranges });
+                }
+                other => tokens.push(Token::Char(other)),
+            }
+        }
+        Ok(Self { tokens })
+    }
+
+    pub(crate) fn matches(&self, text: &str) -> bool {
+        let text: Vec<char> = text.chars().collect();
+        // Classic two-pointer wildcard match with one backtrack point per star.
+        let (mut t, mut p) = (0, 0);
+        let mut backtrack: Option<(usize, usize)> = None;
+        while t < text.len() {
+            match self.tokens.get(p) {
+                Some(Token::Star) => {
+                    backtrack = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                Some(token) if token.accepts(text[t]) => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            match backtrack {
+                Some((star, from)) => {
+                    p = star + 1;
+                    t = from + 1;
+                    backtrack = Some((star, from + 1));
+                }
+                None => return false,
+            }
+        }
+        self.tokens[p..]
+            .iter()
+            .all(|tok| matches!(tok, Token::Star))
+    }
+}
+
+impl Token {
+    fn accepts(&self, c: char) -> bool {
+        match self {
+            Token::Char(x) => *x == c,
+            Token::Any => true,
+            Token::Star => false,
+            Token::Class { negated, ranges } => {
+                ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
+            }
+        }
+    }
+}
+
+fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
+    match chars.next() {
+        None => Err("unclosed '['".into()),
+        Some('\\') => chars.next().ok_or_else(|| "trailing '\\'".to_string()),
+        Some(c @ ('-' | ']')) => Err(format!("unexpected {c:?} in a character class")),
+        Some(c) => Ok(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Policy::parse(text, "policy.yaml") {
+            Ok(_) => Vec::new(),
+            Err(PolicyError(found)) => found.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const GOOD: &str = "\
+sourceNamespace: registry-credentials
+excludeNamespaces: [kube-system, \"kube-*\"]
+rules:
+  - name: gitlab
+    registries: [\"registry.gitlab.com/acme/\"]
+    secret: gitlab-deploy-token
+    namespaces:
+      include: [\"team-*\"]
+      exclude: [team-sandbox]
+      selector:
+        matchLabels: {registry-access: gitlab}
+        matchExpressions:
+          - {key: tier, operator: NotIn, values: [scratch]}
+  - name: ecr
+    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
+    secret: ecr-pull
+";
+
+    #[test]
+    fn a_good_policy_compiles() {
+        let policy = Policy::parse(GOOD, "policy.yaml").unwrap();
+        assert_eq!(policy.source_namespace, "registry-credentials");
+        assert_eq!(policy.rules.len(), 2);
+        assert_eq!(
+            policy.rules[0].registries,
+            vec!["registry.gitlab.com/acme/"]
+        );
+        assert_eq!(
+            policy.secret_names().into_iter().collect::<Vec<_>>(),
+            vec!["ecr-pull", "gitlab-deploy-token"]
+        );
+    }
+
+    #[test]
+    fn excluded_namespaces_include_the_webhooks_own() {
+        let policy = Policy::parse(GOOD, "policy.yaml").unwrap();
+        assert!(policy.namespace_excluded("kube-system", "psi"));
+        assert!(policy.namespace_excluded("kube-node-lease", "psi"));
+        assert!(policy.namespace_excluded("psi", "psi"));
+        assert!(!policy.namespace_excluded("team-a", "psi"));
+    }
+
+    #[test]
+    fn namespace_filters_and_selector() {
+        let policy = Policy::parse(GOOD, "policy.yaml").unwrap();
+        let gitlab = &policy.rules[0];
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ok = labels(&[("registry-access", "gitlab")]);
+        assert_eq!(
+            gitlab.namespace_verdict("team-a", Some(&ok)),
+            NamespaceVerdict::Applies
+        );
+        assert_eq!(
+            gitlab.namespace_verdict("other", Some(&ok)),
+            NamespaceVerdict::Excluded
+        );
+        assert_eq!(
+            gitlab.namespace_verdict("team-sandbox", Some(&ok)),
+            NamespaceVerdict::Excluded
+        );
+        assert_eq!(
+            gitlab.namespace_verdict("team-a", None),
+            NamespaceVerdict::LabelsUnknown
+        );
+        assert_eq!(
+            gitlab.namespace_verdict("team-a", Some(&labels(&[]))),
+            NamespaceVerdict::Excluded
+        );
+        let scratch = labels(&[("registry-access", "gitlab"), ("tier", "scratch")]);
+        assert_eq!(
+            gitlab.namespace_verdict("team-a", Some(&scratch)),
+            NamespaceVerdict::Excluded
+        );
+        assert_eq!(
+            policy.rules[1].namespace_verdict("anything", None),
+            NamespaceVerdict::Applies
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let text = "sourceNamespace: creds\nrules:\n  - name: a\n    registry: [\"quay.io\"]\n    secret: s\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("policy.yaml:4:5: unknown field `registry`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_rule_name_is_located() {
+        let text = "sourceNamespace: creds\nrules:\n  - name: a\n    registries: [quay.io]\n    secret: s\n  - name: a\n    registries: [ghcr.io]\n    secret: t\n";
+        assert_eq!(
+            problems(text),
+            vec![
+                "policy.yaml:6:11: duplicate rule name \"a\" (first defined at line 3, column 11)"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_glob_and_empty_registries_are_all_reported() {
+        let text = "\
+sourceNamespace: creds
+rules:
+  - name: a
+    registries: []
+    secret: s
+  - name: b
+    registries:
+      - \"reg[.example.com\"
+      - \"\"
+      - \"https://quay.io\"
+      - \"quay.io/Acme\"
+      - \"quay.io/*\"
+    secret: Not_A_Name
+    namespaces:
+      include: [\"team-[\"]
+";
+        let found = problems(text);
+        assert_eq!(found.len(), 8, "{found:#?}");
+        assert_eq!(
+            found[0],
+            "policy.yaml:4:17: rule \"a\": registries is empty; list at least one pattern"
+        );
+        assert!(
+            found[1].starts_with(
+                "policy.yaml:8:9: rule \"b\": registry pattern \"reg[.example.com\": bad glob"
+            ),
+            "{found:#?}"
+        );
+        assert!(
+            found[2].starts_with("policy.yaml:9:9: rule \"b\": registry pattern \"\": is empty")
+        );
+        assert!(found[3].starts_with("policy.yaml:10:9: ") && found[3].contains("scheme"));
+        assert!(found[4].starts_with("policy.yaml:11:9: ") && found[4].contains("lowercase"));
+        assert!(found[5].starts_with("policy.yaml:12:9: ") && found[5].contains("never matches"));
+        assert!(found[6].starts_with("policy.yaml:13:13: rule \"b\": secret \"Not_A_Name\""));
+        assert!(found[7].starts_with("policy.yaml:15:17: namespaces.include: bad glob"));
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported() {
+        let text = "sourceNamespace: creds\nexcludeNamespace: [a]\nrules:\n  - name: a\n    registries: [quay.io]\n    secret: s\n    namespace: {include: [x]}\n  - name: b\n    registries: [quay.io]\n    secret: s\n    namespaces:\n      selector:\n        matchLabels: {anything: goes}\n        matchExpressions: [{key: k, operator: Exists, value: [x]}]\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[0].starts_with("policy.yaml:2:1: unknown field `excludeNamespace`"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with("policy.yaml:7:5: unknown field `namespace`"),
+            "{found:#?}"
+        );
+        assert!(
+            found[2].starts_with("policy.yaml:14:55: unknown field `value`"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_missing_fields_are_located() {
+        assert_eq!(problems("sourceNamespace: [\n").len(), 1);
+        let found = problems("sourceNamespace: creds\nrules:\n  - name: a\n    secret: s\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("policy.yaml:")
+                && found[0].ends_with("missing field `registries`"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn registry_patterns() {
+        for ok in [
+            "quay.io",
+            "*.dkr.ecr.*.amazonaws.com",
+            "localhost:5000/dev/",
+            "[::1]:5000",
+            "reg[0-9].io/a_b",
+        ] {
+            assert_eq!(check_registry_pattern(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            ":5000",
+            "reg:http",
+            "quay.io/a b",
+            "quay.io?x",
+            "reg[].io",
+            "/org",
+        ] {
+            assert!(check_registry_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        let g = |p: &str| Glob::compile(p).unwrap();
+        assert!(g("team-*").matches("team-a"));
+        assert!(g("team-*").matches("team-"));
+        assert!(!g("team-*").matches("teams"));
+        assert!(g("*-prod").matches("a-b-prod"));
+        assert!(g("t?am").matches("team"));
+        assert!(g("[a-c]x").matches("bx"));
+        assert!(!g("[^a-c]x").matches("bx"));
+        assert!(g("*a*b*").matches("xxaxxbxx"));
+        assert!(!g("*a*b").matches("xxaxxbxx"));
+        assert!(Glob::compile("[").is_err());
+        assert!(Glob::compile("a\\").is_err());
+        assert!(Glob::compile("[]").is_err());
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(dns_subdomain("ecr-pull.v2").is_ok());
+        assert!(dns_subdomain("Ecr").is_err());
+        assert!(dns_subdomain("-x").is_err());
+        assert!(dns_subdomain("a..b").is_err());
+        assert!(dns_subdomain(&"a".repeat(254)).is_err());
     }
 }

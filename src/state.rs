@@ -80,7 +80,8 @@ pub struct Health {
 impl Health {
     /// Registers a component that must become ready before /readyz says ok.
     pub fn pending(&self, component: &str, detail: &str) {
-        self.lock().insert(component.to_string(), Err(detail.to_string()));
+        self.lock()
+            .insert(component.to_string(), Err(detail.to_string()));
     }
 
     pub fn ready(&self, component: &str, detail: impl Into<String>) {
@@ -88,7 +89,8 @@ impl Health {
     }
 
     pub fn not_ready(&self, component: &str, detail: impl Into<String>) {
-        self.lock().insert(component.to_string(), Err(detail.into()));
+        self.lock()
+            .insert(component.to_string(), Err(detail.into()));
     }
 
     /// (all ready, one line per component)

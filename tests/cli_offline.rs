@@ -1,0 +1,296 @@
+//! The offline commands, run as a user would: review, explain, check.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+use support::{POLICY, SAMPLES_POLICY, samples_dir};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"));
+    cmd.env_remove("POD_NAMESPACE");
+    cmd
+}
+
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn check_accepts_a_valid_policy_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "policy.yaml", POLICY);
+    let out = run(bin().args(["check", "--policy", &policy]), None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1);
+    assert!(stdout.contains("ok: 5 rules, 4 secrets"), "{stdout}");
+}
+
+#[test]
+fn check_lists_every_problem_as_file_line_col() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "sourceNamespace: creds\nrules:\n  - name: a\n    registries: []\n    secret: s\n  - name: a\n    registries: [\"q[.io\"]\n    secret: s\n";
+    let policy = write(&dir, "bad.yaml", text);
+    let out = run(bin().args(["check", "--policy", &policy]), None);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("{policy}:4:17: ")),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{policy}:6:11: duplicate rule name")),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{policy}:7:18: ")),
+        "{stdout}"
+    );
+
+    let unknown = write(
+        &dir,
+        "unknown.yaml",
+        "sourceNamespace: creds\nexcludeNamespace: [a]\n",
+    );
+    let out = run(bin().args(["check", "--policy", &unknown]), None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with(&format!("{unknown}:2:1: unknown field `excludeNamespace`"))
+    );
+}
+
+#[test]
+fn check_of_a_missing_file_is_a_usage_error() {
+    let out = run(
+        bin().args(["check", "--policy", "/nonexistent/policy.yaml"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn explain_json_has_exactly_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "policy.yaml", POLICY);
+    let out = run(
+        bin().args([
+            "explain",
+            "--policy",
+            &policy,
+            "--image",
+            "registry.gitlab.com/acme/mirror/app:1",
+            "-o",
+            "json",
+        ]),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "image": "registry.gitlab.com/acme/mirror/app:1",
+            "valid": true,
+            "error": null,
+            "registry": "registry.gitlab.com",
+            "repository": "acme/mirror/app",
+            "tag": "1",
+            "digest": null,
+            "lookupTarget": "registry.gitlab.com/acme/mirror/app",
+            "rules": ["gitlab", "gitlab-mirror"],
+            "secrets": ["gitlab-deploy-token"],
+        })
+    );
+}
+
+#[test]
+fn explain_honours_namespace_labels_and_works_without_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "policy.yaml", POLICY);
+    let explain = |extra: &[&str]| -> Value {
+        let out = run(
+            bin()
+                .args(["explain", "--image", "quay.io/acme/x", "-o", "json"])
+                .args(extra),
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(explain(&["--policy", &policy])["secrets"], json!([]));
+    assert_eq!(
+        explain(&[
+            "--policy",
+            &policy,
+            "--namespace-labels",
+            "registry-access=quay"
+        ])["secrets"],
+        json!(["quay-pull"])
+    );
+    let bare = explain(&[]);
+    assert_eq!(bare["rules"], json!([]));
+    assert_eq!(bare["lookupTarget"], "quay.io/acme/x");
+}
+
+#[test]
+fn explain_of_an_invalid_image_is_an_answer_not_an_error() {
+    let out = run(
+        bin().args(["explain", "--image", "Not/Valid", "-o", "json"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(v["registry"], Value::Null);
+    assert_eq!(v.as_object().unwrap().len(), 10);
+
+    let text = run(bin().args(["explain", "--image", "nginx"]), None);
+    assert_eq!(text.status.code(), Some(0));
+    assert!(
+        String::from_utf8(text.stdout)
+            .unwrap()
+            .contains("docker.io/library/nginx")
+    );
+}
+
+#[test]
+fn explain_with_a_broken_policy_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "bad.yaml", "sourceNamespace: creds\nrules: 5\n");
+    let out = run(
+        bin().args(["explain", "--policy", &policy, "--image", "nginx"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains(&format!("{policy}:2:"))
+    );
+}
+
+#[test]
+fn review_answers_an_admission_review_like_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "policy.yaml", SAMPLES_POLICY);
+    let sample = samples_dir().join("02_pod_create_dryrun.json");
+    let out = run(
+        bin().args(["review", "--policy", &policy, sample.to_str().unwrap()]),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "AdmissionReview");
+    assert_eq!(v["response"]["uid"], "0c9d8e7f-6a5b-4c3d-2e1f-a0b9c8d7e6f5");
+    assert_eq!(v["response"]["patchType"], "JSONPatch");
+    assert!(v["response"]["patch"].is_string());
+}
+
+#[test]
+fn review_of_a_bare_yaml_pod_on_stdin_prints_the_patched_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "policy.yaml", POLICY);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: api\nspec:\n  imagePullSecrets: [{name: mine}]\n  containers:\n    - name: api\n      image: registry.gitlab.com/acme/api:1\n";
+    let out = run(
+        bin().args([
+            "review",
+            "--policy",
+            &policy,
+            "--namespace",
+            "team-a",
+            "--output",
+            "patched",
+            "-",
+        ]),
+        Some(pod.as_bytes()),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["spec"]["imagePullSecrets"],
+        json!([{"name": "mine"}, {"name": "gitlab-deploy-token"}])
+    );
+    assert_eq!(
+        v["metadata"]["annotations"]["pullsecret-injector.io/injected"],
+        "gitlab=gitlab-deploy-token"
+    );
+
+    // The same Pod in the webhook's own namespace is left alone.
+    let out = run(
+        bin().args([
+            "review",
+            "--policy",
+            &policy,
+            "--namespace",
+            "psi",
+            "--webhook-namespace",
+            "psi",
+            "-",
+        ]),
+        Some(pod.as_bytes()),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["response"].get("patch").is_none(), "{v}");
+    assert_eq!(v["response"]["allowed"], true);
+}
+
+#[test]
+fn review_rejects_input_that_is_neither_review_nor_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(&dir, "policy.yaml", POLICY);
+    let out = run(
+        bin().args(["review", "--policy", &policy]),
+        Some(b"kind: ConfigMap\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let out = run(
+        bin().args(["review", "--policy", &policy]),
+        Some(b"{\"kind\":\"AdmissionReview\"}"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,0 +1,116 @@
+//! Builders shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Pod;
+use pullsecret_injector::policy::Policy;
+use serde_json::{Value, json};
+
+pub mod shared;
+
+pub use shared::shared_dir;
+
+pub fn samples_dir() -> PathBuf {
+    shared_dir().join("reference/admission_review_samples")
+}
+
+/// The policy most tests use: two rules on two registries plus a selector rule.
+pub const POLICY: &str = "\
+sourceNamespace: registry-credentials
+excludeNamespaces: [kube-system]
+rules:
+  - name: gitlab
+    registries: [\"registry.gitlab.com/acme/\"]
+    secret: gitlab-deploy-token
+  - name: ecr
+    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
+    secret: ecr-pull
+  - name: ghcr
+    registries: [\"ghcr.io/acme\"]
+    secret: ghcr-pull
+    namespaces:
+      include: [\"team-*\"]
+      exclude: [team-sandbox]
+  - name: quay
+    registries: [quay.io]
+    secret: quay-pull
+    namespaces:
+      selector:
+        matchLabels: {registry-access: quay}
+  - name: gitlab-mirror
+    registries: [\"registry.gitlab.com/acme/mirror\"]
+    secret: gitlab-deploy-token
+";
+
+pub fn policy() -> Policy {
+    Policy::parse(POLICY, "test-policy.yaml").expect("test policy is valid")
+}
+
+/// A Pod with these container images (and optionally init/ephemeral ones and pull secrets).
+pub fn pod_json(
+    containers: &[&str],
+    init: &[&str],
+    ephemeral: &[&str],
+    pull_secrets: Option<&[&str]>,
+) -> Value {
+    let list = |images: &[&str], prefix: &str| -> Value {
+        images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| json!({"name": format!("{prefix}{i}"), "image": image}))
+            .collect()
+    };
+    let mut spec = json!({"containers": list(containers, "c")});
+    if !init.is_empty() {
+        spec["initContainers"] = list(init, "init");
+    }
+    if !ephemeral.is_empty() {
+        spec["ephemeralContainers"] = list(ephemeral, "debug");
+    }
+    if let Some(names) = pull_secrets {
+        spec["imagePullSecrets"] = names.iter().map(|n| json!({"name": n})).collect();
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": "team-a"},
+        "spec": spec,
+    })
+}
+
+pub fn pod(containers: &[&str]) -> Pod {
+    to_pod(pod_json(containers, &[], &[], None))
+}
+
+pub fn to_pod(value: Value) -> Pod {
+    serde_json::from_value(value).expect("test pod decodes")
+}
+
+/// A policy covering every registry used by the shared AdmissionReview samples.
+pub const SAMPLES_POLICY: &str = "\
+sourceNamespace: registry-credentials
+rules:
+  - name: example
+    registries: [\"registry.example.com:5000\"]
+    secret: example-pull
+  - name: ghcr
+    registries: [\"ghcr.io/acme/\"]
+    secret: ghcr-pull
+  - name: quay
+    registries: [quay.io/acme]
+    secret: quay-pull
+  - name: ecr
+    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
+    secret: ecr-pull
+  - name: local
+    registries: [\"localhost:5000\"]
+    secret: local-pull
+  - name: hub
+    registries: [docker.io]
+    secret: hub-pull
+";
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(samples_dir().join(name)).expect("shared admission review sample is readable")
+}
