@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Time budget for all Secret copies of one admission request.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub copy_deadline: Duration,
+    /// Time a client gets for the TLS handshake and for sending each request's headers.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
     /// How long in-flight requests get to finish after SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,

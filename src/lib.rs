@@ -17,6 +17,8 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 
+pub use server::{admin_router, router};
+
 /// Installs the one rustls crypto provider (ring) for the process. Safe to call twice.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
