@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use pullsecret_injector::cmd::audit::{ClusterFacts, audit};
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
+use support::fake_apiserver::{FakeApiServer, Kind, Match};
 
 const POLICY: &str = "\
 sourceNamespace: registry-credentials
@@ -293,4 +294,181 @@ fn without_a_policy_only_private_registries_need_secrets() {
             .into()
     );
     assert!(report.findings.iter().all(|f| !f.code.starts_with("rule-")));
+}
+
+// ---------------------------------------------------------------------------------------
+// The command against a (fake) API server, through a kubeconfig.
+
+/// Runs the binary off the runtime's threads (the fake answers on them).
+async fn run_audit(api: &FakeApiServer, args: &[&str]) -> std::process::Output {
+    let kubeconfig = api.kubeconfig_path().to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
+            .arg("audit")
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .output()
+            .expect("run pullsecret-injector")
+    })
+    .await
+    .unwrap()
+}
+
+async fn fake_cluster() -> FakeApiServer {
+    let api = FakeApiServer::start().await;
+    for ns in NAMESPACES.iter().chain(&["pullsecret-injector"]) {
+        if api.get_namespace(ns).is_none() {
+            api.put_namespace(ns, &[]);
+        }
+    }
+    let (secrets, pods) = objects();
+    for s in secrets {
+        api.put(Kind::Secrets, s);
+    }
+    for p in pods {
+        api.put(Kind::Pods, p);
+    }
+    api.put(
+        Kind::ConfigMaps,
+        json!({"metadata": {"name": "policy", "namespace": "pullsecret-injector"},
+               "data": {"policy.yaml": POLICY}}),
+    );
+    api
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_command_reports_the_cluster_and_exits_1() {
+    let api = fake_cluster().await;
+    let out = run_audit(
+        &api,
+        &[
+            "--policy-configmap",
+            "pullsecret-injector/policy",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: BTreeSet<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_string(),
+                f["object"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let (facts, policy) = cluster();
+    let want = codes(&audit(&facts, Some(&policy), "pullsecret-injector"));
+    assert_eq!(
+        got, want,
+        "the command reads the cluster the way the table test builds it"
+    );
+    assert!(want.len() >= 10);
+    let listed: BTreeSet<String> = report["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["namespace"].as_str().unwrap(),
+                s["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(listed.contains("registry-credentials/hub-pull"));
+    assert!(
+        !listed.contains("registry-credentials/opaque-pull"),
+        "only registry types are listed"
+    );
+
+    // Secrets are listed by type, never all at once.
+    let secret_lists: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| Match::any().method("GET").resource("secrets").matches(r) && r.name.is_none())
+        .map(|r| r.query)
+        .collect();
+    assert_eq!(secret_lists.len(), 2, "{secret_lists:?}");
+    assert!(
+        secret_lists
+            .iter()
+            .all(|q| q.contains("fieldSelector=type")),
+        "{secret_lists:?}"
+    );
+
+    let text = run_audit(&api, &["--policy-configmap", "pullsecret-injector/policy"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(
+            "registry-credentials/hub-pull [kubernetes.io/dockerconfigjson] covers: index.docker.io"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("[copy-drifted]"), "{text}");
+    assert!(
+        !text.contains("not base64!"),
+        "no secret data in the output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_cluster_exits_0_and_bad_policy_reference_exits_2() {
+    let api = FakeApiServer::start().await;
+    api.put_namespace("registry-credentials", &[]);
+    api.put_namespace("team-a", &[]);
+    let gitlab = config(&["registry.gitlab.com"]);
+    api.put(
+        Kind::Secrets,
+        secret("registry-credentials", "gitlab-pull", JSON_TYPE, &gitlab),
+    );
+    api.put(
+        Kind::Secrets,
+        copy_of(
+            "team-a",
+            "gitlab-pull",
+            "registry-credentials/gitlab-pull",
+            &gitlab,
+        ),
+    );
+    api.put(
+        Kind::Pods,
+        pod(
+            "team-a",
+            "web",
+            &["registry.gitlab.com/acme/app:1", "nginx"],
+            &["gitlab-pull"],
+        ),
+    );
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        "sourceNamespace: registry-credentials\nrules:\n  - name: gitlab\n    registries: [\"registry.gitlab.com/acme/\"]\n    secret: gitlab-pull\n",
+    )
+    .unwrap();
+    let out = run_audit(&api, &["--policy", policy.path().to_str().unwrap()]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No findings."));
+
+    let out = run_audit(&api, &["--policy-configmap", "pullsecret-injector/missing"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ConfigMap"));
 }
