@@ -29,6 +29,8 @@ pub const KEY_DOCKERCONFIGJSON: &str = ".dockerconfigjson";
 pub const KEY_DOCKERCFG: &str = ".dockercfg";
 /// kubectl's default server key for Docker Hub.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+/// `MaxSecretSize`: the sum of all decoded data values.
+const MAX_SECRET_SIZE: usize = 1024 * 1024;
 /// The only index key the kubelet's Docker Hub fallback looks at.
 pub const DOCKER_HUB_FALLBACK_INDEX_KEY: &str = "index.docker.io";
 /// A Docker Hub lookup target used to test what a key does for Hub images.
@@ -256,6 +258,8 @@ pub enum DecodeProblemKind {
     InvalidJson,
     /// A field has the wrong JSON type.
     WrongType,
+    /// The document is JSON but not an object (nor `null`).
+    NotAnObject,
     /// `auth` is not base64 of `user:password`.
     BadAuth,
 }
@@ -315,7 +319,7 @@ pub fn decode(bytes: &[u8], format: Format) -> DockerConfig {
         other => {
             config.problems.push(DecodeProblem {
                 registry: None,
-                kind: DecodeProblemKind::WrongType,
+                kind: DecodeProblemKind::NotAnObject,
                 message: format!("the top level is {}, not an object", other.type_name()),
             });
             return config;
@@ -955,6 +959,7 @@ pub fn lint(docs: &[Document]) -> Vec<Finding> {
                 if !secret.undecodable.is_empty() {
                     continue;
                 }
+                lint_api_validation(secret, &mut push);
                 match lint_secret_shape(secret, &mut push) {
                     Some((format, bytes, used)) => (format, bytes, used),
                     None => continue,
@@ -962,7 +967,8 @@ pub fn lint(docs: &[Document]) -> Vec<Finding> {
             }
         };
         let config = decode(bytes, format);
-        lint_config(&config, format, used, &mut push);
+        let in_secret = matches!(doc.content, Content::Secret(_));
+        lint_config(&config, format, used, in_secret, &mut push);
         if used && !config.is_broken() {
             for entry in &config.entries {
                 if let Some(index) = keyring::index_key(&entry.key) {
@@ -973,6 +979,43 @@ pub fn lint(docs: &[Document]) -> Vec<Finding> {
     }
     lint_hub_shadowing(&added, &mut out);
     out
+}
+
+/// What `ValidateSecret` rejects beyond the type checks: bad data key names, over 1 MiB.
+fn lint_api_validation(
+    secret: &SecretDoc,
+    push: &mut impl FnMut(Severity, &'static str, Option<&str>, String),
+) {
+    for key in secret.data.keys() {
+        let valid = !key.is_empty()
+            && key.len() <= 253
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && key != "."
+            && !key.starts_with("..");
+        if !valid {
+            push(
+                Severity::Error,
+                "data-key-invalid",
+                None,
+                format!(
+                    "data key {key:?} is not a valid Secret key ([-._a-zA-Z0-9]+, not `.`, not starting with `..`); the API server rejects this Secret"
+                ),
+            );
+        }
+    }
+    let size: usize = secret.data.values().map(Vec::len).sum();
+    if size > MAX_SECRET_SIZE {
+        push(
+            Severity::Error,
+            "secret-too-large",
+            None,
+            format!(
+                "the data adds up to {size} bytes, over the 1 MiB limit; the API server rejects this Secret"
+            ),
+        );
+    }
 }
 
 /// Type and data-key checks. Returns the content to analyse and whether the kubelet uses it.
@@ -1053,6 +1096,7 @@ fn lint_config(
     config: &DockerConfig,
     format: Format,
     used: bool,
+    in_secret: bool,
     push: &mut impl FnMut(Severity, &'static str, Option<&str>, String),
 ) {
     let consequence = if used {
@@ -1061,17 +1105,24 @@ fn lint_config(
         "the kubelet would fail every pull once the type is fixed"
     };
     for p in &config.problems {
-        let code = match p.kind {
-            DecodeProblemKind::InvalidJson => "invalid-json",
-            DecodeProblemKind::WrongType => "wrong-json-type",
-            DecodeProblemKind::BadAuth => "bad-auth",
+        let (code, not_an_object) = match p.kind {
+            DecodeProblemKind::InvalidJson => ("invalid-json", true),
+            DecodeProblemKind::NotAnObject => ("wrong-json-type", true),
+            DecodeProblemKind::WrongType => ("wrong-json-type", false),
+            DecodeProblemKind::BadAuth => ("bad-auth", false),
         };
-        push(
-            Severity::Error,
-            code,
-            p.registry.as_deref(),
-            format!("{}: {consequence}", p.message),
-        );
+        // The API server checks that a registry Secret's data is a JSON object (nothing
+        // more), so these never reach the kubelet through a correctly typed Secret.
+        let message = if not_an_object && used && in_secret {
+            format!(
+                "{}: the API server rejects this Secret (its {} must be a JSON object); stored some other way, {consequence}",
+                p.message,
+                format.data_key()
+            )
+        } else {
+            format!("{}: {consequence}", p.message)
+        };
+        push(Severity::Error, code, p.registry.as_deref(), message);
     }
     if config
         .problems

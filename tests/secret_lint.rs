@@ -95,6 +95,7 @@ fn each_pitfall_fixture_reports_its_code_and_exits_1() {
         ),
         ("data-not-base64.yaml", &["data-not-base64"]),
         ("list.yaml", &["type-key-mismatch"]),
+        ("data-key-invalid.yaml", &["data-key-invalid"]),
     ];
     for (name, expected) in cases {
         let (code, found, _) = codes(name);
@@ -217,4 +218,43 @@ fn reads_stdin() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[type-key-mismatch]"));
+}
+
+#[test]
+fn syntax_errors_are_caught_by_the_api_server_first() {
+    let (_, _, report) = codes("invalid-json.yaml");
+    let message = report["findings"][0]["message"].as_str().unwrap();
+    assert!(message.contains("API server rejects"), "{message}");
+}
+
+#[test]
+fn secrets_over_one_mib_are_rejected_by_the_api_server() {
+    use base64::Engine;
+    use std::io::Write;
+    let config = format!(
+        r#"{{"auths":{{"r.example.com":{{"username":"u","password":"p","email":"{}"}}}}}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let manifest = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "big"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)}});
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
+        .args(["secret", "lint", "-o", "json", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["findings"][0]["code"], "secret-too-large",
+        "{report}"
+    );
 }
