@@ -472,3 +472,31 @@ async fn clean_cluster_exits_0_and_bad_policy_reference_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ConfigMap"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_clusters_are_read_page_by_page() {
+    let api = FakeApiServer::start().await;
+    api.put_namespace("team-a", &[]);
+    for i in 0..520 {
+        api.put(
+            Kind::Pods,
+            pod("team-a", &format!("p{i}"), &["quay.io/acme/app:1"], &[]),
+        );
+    }
+    let out = run_audit(&api, &["-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uncovered = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "pod-uncovered")
+        .count();
+    assert_eq!(uncovered, 520, "every Pod is read");
+    let pod_lists = api
+        .requests()
+        .into_iter()
+        .filter(|r| Match::any().method("GET").resource("pods").matches(r))
+        .count();
+    assert!(pod_lists >= 2, "read in pages ({pod_lists} requests)");
+}

@@ -44,6 +44,8 @@ pub const ANNOTATION_SOURCE: &str = "pullsecret-injector.io/source";
 const POLICY_KEY: &str = "policy.yaml";
 /// The webhook's namespace when POD_NAMESPACE is not set (as `serve --namespace`).
 const DEFAULT_WEBHOOK_NAMESPACE: &str = "pullsecret-injector";
+/// Objects per list request.
+const LIST_PAGE: u32 = 500;
 /// Namespaces skipped for Pods when no policy says otherwise.
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
@@ -168,6 +170,26 @@ fn api_error(what: String, err: kube::Error) -> AuditError {
     AuditError::Api { what, message }
 }
 
+/// Lists every object, a page at a time (large clusters hold many Pods).
+async fn list_all<K>(api: &Api<K>, params: ListParams, what: &str) -> Result<Vec<K>, AuditError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    let mut params = params.limit(LIST_PAGE);
+    loop {
+        let page = api
+            .list(&params)
+            .await
+            .map_err(|e| api_error(format!("list {what}"), e))?;
+        items.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(items),
+        }
+    }
+}
+
 async fn gather(
     client: &kube::Client,
     policy: Option<&Policy>,
@@ -175,22 +197,23 @@ async fn gather(
     let mut facts = ClusterFacts::default();
     let secrets = Api::<Secret>::all(client.clone());
     for t in [TYPE_DOCKERCONFIGJSON, TYPE_DOCKERCFG] {
-        let list = secrets
-            .list(&ListParams::default().fields(&format!("type={t}")))
-            .await
-            .map_err(|e| api_error(format!("list Secrets of type {t}"), e))?;
-        facts.secrets.extend(list.items);
+        // Only registry Secrets: never read every Secret of the cluster.
+        let params = ListParams::default().fields(&format!("type={t}"));
+        let items = list_all(&secrets, params, &format!("Secrets of type {t}")).await?;
+        facts.secrets.extend(items);
     }
-    facts.pods = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| api_error("list Pods".into(), e))?
-        .items;
-    facts.namespaces = Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| api_error("list Namespaces".into(), e))?
-        .items;
+    facts.pods = list_all(
+        &Api::<Pod>::all(client.clone()),
+        ListParams::default(),
+        "Pods",
+    )
+    .await?;
+    facts.namespaces = list_all(
+        &Api::<Namespace>::all(client.clone()),
+        ListParams::default(),
+        "Namespaces",
+    )
+    .await?;
     if let Some(policy) = policy {
         let api = Api::<Secret>::namespaced(client.clone(), &policy.source_namespace);
         for name in policy.secret_names() {
