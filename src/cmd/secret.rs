@@ -417,21 +417,17 @@ fn lint(args: SecretLintArgs) -> Result<ExitCode, SecretError> {
 // ---------------------------------------------------------------------------------------
 // match
 
-/// The kubelet's lookup for one image over the input's keyring.
-struct Matched {
-    lookup_target: String,
-    ring: Keyring<SourcedCredential>,
-}
-
-fn lookup_target(image: &str, raw: bool) -> Result<(String, Option<ImageRef>), SecretError> {
+/// The string the kubelet looks up: `registry/repository` of the normalized image, or the
+/// argument itself with `--raw-target`.
+fn lookup_target(image: &str, raw: bool) -> Result<String, SecretError> {
     if raw {
-        return Ok((image.to_string(), None));
+        return Ok(image.to_string());
     }
     let parsed = ImageRef::parse(image).map_err(|problem| SecretError::Image {
         image: image.to_string(),
         problem,
     })?;
-    Ok((parsed.lookup_target(), Some(parsed)))
+    Ok(parsed.lookup_target())
 }
 
 fn keyring_for(input: &str) -> Result<Keyring<SourcedCredential>, SecretError> {
@@ -458,17 +454,14 @@ struct MatchEntryJson<'a> {
 }
 
 fn match_image(args: SecretMatchArgs) -> Result<ExitCode, SecretError> {
-    let (target, _) = lookup_target(&args.image, args.raw_target)?;
-    let m = Matched {
-        lookup_target: target,
-        ring: keyring_for(&args.input)?,
-    };
-    let lookup = m.ring.lookup(&m.lookup_target);
+    let target = lookup_target(&args.image, args.raw_target)?;
+    let ring = keyring_for(&args.input)?;
+    let lookup = ring.lookup(&target);
     let found = !lookup.matches.is_empty();
     match args.output {
         TextOrJson::Json => print_json(&MatchJson {
             image: &args.image,
-            lookup_target: &m.lookup_target,
+            lookup_target: &target,
             found,
             via_docker_hub_fallback: lookup.via_docker_hub_fallback,
             matches: lookup
@@ -482,7 +475,7 @@ fn match_image(args: SecretMatchArgs) -> Result<ExitCode, SecretError> {
                 .collect(),
         }),
         TextOrJson::Text => {
-            println!("image {} -> lookup target {}", args.image, m.lookup_target);
+            println!("image {} -> lookup target {target}", args.image);
             if !found {
                 println!(
                     "no credential matches: the kubelet pulls anonymously (or with the node's own credentials)"
@@ -536,10 +529,11 @@ struct AttemptJson {
 }
 
 async fn verify(args: SecretVerifyArgs) -> Result<ExitCode, SecretError> {
-    let (lookup, parsed) = lookup_target(&args.image, false)?;
-    let Some(image) = parsed else {
-        return Err(SecretError::Usage("no image".into()));
-    };
+    let image = ImageRef::parse(&args.image).map_err(|problem| SecretError::Image {
+        image: args.image.clone(),
+        problem,
+    })?;
+    let lookup = image.lookup_target();
     let ring = keyring_for(&args.input)?;
     let ca_pem = match &args.ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|problem| SecretError::Read {
