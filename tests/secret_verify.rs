@@ -176,6 +176,24 @@ fn created_secret_authenticates_with_skopeo_and_verify_basic_auth() {
         "{report}"
     );
 
+    // Like the runtime, later matches are tried when an earlier one fails: the longer key
+    // (`host/team`, wrong password) comes first in the kubelet's order, then `host`.
+    let mut both = create_secret(&format!("{host}/team"), "alice", "stale");
+    both.extend_from_slice(b"---\n");
+    both.extend_from_slice(&manifest);
+    let (code, report) = verify(&image, &both, &["--plain-http"]);
+    let results: Vec<&str> = report["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (code, results),
+        (0, vec!["bad-credentials", "authenticated"]),
+        "{report}"
+    );
+
     let text = bin(
         &["secret", "verify", "--image", &image, "--plain-http", "-"],
         &manifest,
@@ -359,4 +377,65 @@ fn raw_manifest_head(
             .unwrap_or_default();
         (resp.status().as_u16(), challenge)
     })
+}
+
+#[test]
+fn config_written_by_skopeo_login_becomes_a_working_secret() {
+    let reg = Registry::start(Auth::Htpasswd(&[("ci", "t0ken")]), None);
+    let host = reg.host();
+    push_image(&format!("{host}/team/app:v1"), ("ci", "t0ken"));
+    let dir = tempfile::tempdir().unwrap();
+    let authfile = dir.path().join("auth.json");
+    let mut login = Command::new(require_tool("skopeo"))
+        .args([
+            "login",
+            "--tls-verify=false",
+            "--username",
+            "ci",
+            "--password-stdin",
+            "--authfile",
+        ])
+        .arg(&authfile)
+        .arg(&host)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login.stdin.take().unwrap().write_all(b"t0ken\n").unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = bin(
+        &[
+            "secret",
+            "create",
+            "ci-pull",
+            "--from-docker-config",
+            authfile.to_str().unwrap(),
+            "--server",
+            &host,
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, report) = verify(
+        &format!("{host}/team/app:v1"),
+        &out.stdout,
+        &["--plain-http"],
+    );
+    assert_eq!(
+        (code, result_of(&report).0),
+        (0, "authenticated"),
+        "{report}"
+    );
 }
