@@ -220,19 +220,22 @@ async fn connect_cluster(
         }
     };
     let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
-    Ok(start_cluster_side(client, wiring).await?.ok_or_else(|| {
-        "this build has no cluster side yet (src/k8s is not wired into serve)".to_string()
-    }))
+    Ok(Ok(start_cluster_side(client, wiring).await?))
 }
 
-/// Starts the cluster side. Returns `None` while it is not implemented.
+/// Starts the cluster side: watches (policy ConfigMap, namespaces, the policy's Secrets) and
+/// the copy reconciler. Its tasks run for the life of the process.
 async fn start_cluster_side(
     client: kube::Client,
     wiring: ClusterWiring,
-) -> anyhow::Result<Option<ClusterParts>> {
-    // Replace with the cluster side's entry point, e.g. `crate::k8s::start(client, wiring).await`.
-    let _ = (client, wiring);
-    Ok(None)
+) -> anyhow::Result<ClusterParts> {
+    let config = crate::k8s::ClusterConfig::new(&wiring.webhook_namespace, wiring.policy_configmap);
+    let cluster =
+        crate::k8s::start(client, config, wiring.policy, wiring.health, wiring.metrics).await?;
+    Ok(ClusterParts {
+        namespaces: cluster.namespaces.clone(),
+        ensurer: cluster.ensurer.clone(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
