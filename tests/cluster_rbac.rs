@@ -39,24 +39,42 @@ struct Rule {
     verbs: Vec<String>,
 }
 
-/// (namespace the rules are limited to, rules): the ClusterRole and the Role of RBAC.md.
-fn documented_rbac() -> Vec<(Option<String>, Vec<Rule>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/RBAC.md");
-    let doc = std::fs::read_to_string(path).expect("deploy/RBAC.md");
-    let yaml = doc
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a yaml block in RBAC.md");
+type Rbac = Vec<(Option<String>, Vec<Rule>)>;
+
+/// (namespace the rules are limited to, rules) of every ClusterRole and Role in `yaml`. A Role
+/// without a namespace (kustomize sets it) is the webhook's.
+fn parse_rbac(yaml: &str) -> Rbac {
     let objects: Vec<RbacObject> = serde_saphyr::from_multiple(yaml).expect("RBAC YAML parses");
     objects
         .into_iter()
         .filter_map(|o| match o.kind.as_str() {
             "ClusterRole" => Some((None, o.rules)),
-            "Role" => Some((o.metadata.namespace, o.rules)),
+            "Role" => Some((
+                Some(o.metadata.namespace.unwrap_or_else(|| WEBHOOK_NS.into())),
+                o.rules,
+            )),
             _ => None,
         })
         .collect()
+}
+
+fn read(relative: &str) -> Option<String> {
+    std::fs::read_to_string(format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"))).ok()
+}
+
+/// The YAML of deploy/RBAC.md, and the kustomize base's rbac.yaml when there is one.
+fn documented_rbac() -> Vec<(&'static str, Rbac)> {
+    let doc = read("deploy/RBAC.md").expect("deploy/RBAC.md");
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml block in RBAC.md");
+    let mut out = vec![("deploy/RBAC.md", parse_rbac(yaml))];
+    if let Some(base) = read("deploy/base/rbac.yaml") {
+        out.push(("deploy/base/rbac.yaml", parse_rbac(&base)));
+    }
+    out
 }
 
 /// The RBAC verb kube-apiserver derives from a request.
@@ -87,7 +105,7 @@ fn authorized_name(r: &LoggedRequest) -> Option<String> {
     })
 }
 
-fn allowed(rbac: &[(Option<String>, Vec<Rule>)], r: &LoggedRequest) -> bool {
+fn allowed(rbac: &Rbac, r: &LoggedRequest) -> bool {
     let verb = verb(r);
     let group = r.group.clone().unwrap_or_default();
     let Some(resource) = &r.resource else {
@@ -112,13 +130,18 @@ fn allowed(rbac: &[(Option<String>, Vec<Rule>)], r: &LoggedRequest) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_serve_makes_is_allowed_by_the_documented_rbac() {
-    let rbac = documented_rbac();
-    assert!(
-        rbac.iter().any(|(_, rules)| rules
-            .iter()
-            .any(|r| r.resource_names.contains(&SECRET.to_string()))),
-        "the example policy's secret name is in the documented resourceNames"
-    );
+    let documents = documented_rbac();
+    for (file, rbac) in &documents {
+        let names_secret = rbac.iter().any(|(_, rules)| {
+            rules
+                .iter()
+                .any(|r| r.resource_names.iter().any(|n| n == SECRET))
+        });
+        assert!(
+            names_secret,
+            "{file}: the example policy's secret name is in resourceNames"
+        );
+    }
 
     let api = cluster().await;
     for ns in ["rbac-a", "rbac-b", "rbac-u"] {
@@ -178,25 +201,27 @@ async fn every_request_serve_makes_is_allowed_by_the_documented_rbac() {
         .into_iter()
         .filter(|r| r.resource.is_some())
         .collect();
-    let denied: Vec<String> = requests
-        .iter()
-        .filter(|r| !allowed(&rbac, r))
-        .map(|r| {
-            format!(
-                "{} {} ({}) {}?{}",
-                r.method,
-                verb(r),
-                r.resource.clone().unwrap_or_default(),
-                r.path,
-                r.query
-            )
-        })
-        .collect();
-    assert!(
-        denied.is_empty(),
-        "requests the documented RBAC would refuse:\n{}",
-        denied.join("\n")
-    );
+    for (file, rbac) in &documents {
+        let denied: Vec<String> = requests
+            .iter()
+            .filter(|r| !allowed(rbac, r))
+            .map(|r| {
+                let resource = r.resource.clone().unwrap_or_default();
+                format!(
+                    "{} {} ({resource}) {}?{}",
+                    r.method,
+                    verb(r),
+                    r.path,
+                    r.query
+                )
+            })
+            .collect();
+        assert!(
+            denied.is_empty(),
+            "requests {file} would refuse:\n{}",
+            denied.join("\n")
+        );
+    }
     // The scenario did exercise the write verbs the rules grant.
     for needed in ["create", "update", "delete", "watch", "list"] {
         assert!(
