@@ -26,7 +26,8 @@ CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 
-# Flags of `pullsecret-injector serve` that the manifests may pass (src/cli.rs).
+# Flags of `pullsecret-injector serve` that the manifests may pass (src/cli.rs); each must
+# also be in `serve --help` (test_serve_flags_exist in test_deploy.py).
 SERVE_FLAGS = {
     "--policy-configmap",
     "--namespace",
@@ -37,6 +38,7 @@ SERVE_FLAGS = {
     "--copy-deadline",
     "--reload-interval",
     "--shutdown-grace",
+    "--header-read-timeout",
     "--log-format",
 }
 
@@ -68,6 +70,13 @@ def run_check(binary: Path, policy_text: str, tmp_path: Path) -> subprocess.Comp
         text=True,
         timeout=60,
     )
+
+
+def help_flags(binary: Path, *command: str) -> set[str]:
+    """The long flags `pullsecret-injector COMMAND --help` lists."""
+    result = subprocess.run([str(binary), *command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", result.stdout))
 
 
 def load_all(text: str) -> list[dict]:
@@ -371,3 +380,28 @@ def check_rbac_is_documented(cluster_role: dict, role: dict, secret_names: set[s
         assert normalized_rules(actual["rules"]) == normalized_rules(documented["rules"], names), (
             f"{actual['kind']} {actual['metadata']['name']} differs from deploy/RBAC.md"
         )
+
+
+def audit_rules(secret_names: set[str], policy_configmap: str) -> list[tuple]:
+    """What `pullsecret-injector audit` reads (src/cmd/audit.rs), as normalized rules."""
+    return normalized_rules(
+        [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(secret_names), "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [policy_configmap], "verbs": ["get"]},
+        ]
+    )
+
+
+def check_audit_role_stands_alone(objects: list[dict], audit_role: dict) -> None:
+    """The audit ClusterRole is bound to no one and aggregates into nothing: in particular,
+    the webhook's ServiceAccount gains none of it."""
+    name = audit_role["metadata"]["name"]
+    assert "aggregationRule" not in audit_role
+    labels = audit_role["metadata"].get("labels", {})
+    assert not [k for k in labels if k.startswith("rbac.authorization.k8s.io/aggregate-to")], labels
+    for binding in by_kind(objects, "ClusterRoleBinding") + by_kind(objects, "RoleBinding"):
+        assert binding["roleRef"]["name"] != name, f"{binding['kind']} {binding['metadata']['name']} binds the audit role"
+    for role in by_kind(objects, "ClusterRole"):
+        assert "aggregationRule" not in role, f"ClusterRole {role['metadata']['name']} aggregates"
