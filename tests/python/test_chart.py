@@ -540,8 +540,10 @@ def test_default_install_has_no_audit_role(rendered):
 
 
 def test_audit_role_grants_what_audit_reads_and_is_bound_to_no_one(rendered, chart):
-    objects, _ = rendered["audit-role"]
+    objects, notes = rendered["audit-role"]
     names = check_install(objects, NAMESPACE)  # the webhook's own RBAC is unchanged
+    assert f"--clusterrole={AUDIT_ROLE} --group=" in notes and "every Secret" in notes
+    assert "-audit" not in rendered["defaults"][1]
     audit_role = one(objects, "ClusterRole", AUDIT_ROLE)
     check_audit_role_stands_alone(objects, audit_role)
     assert normalized_rules(audit_role["rules"]) == audit_rules(DOC_SECRET_NAMES, POLICY_CONFIGMAP)
