@@ -21,6 +21,7 @@ use thiserror::Error;
 use tracing::{Instrument, Span, debug, field::Empty, info, warn};
 
 use crate::plan::{self, Namespace, Operation};
+use crate::policy::{NamespaceVerdict, Policy};
 use crate::state::AppState;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -28,6 +29,10 @@ pub const KIND: &str = "AdmissionReview";
 
 /// kube-apiserver keeps the `?timeout=` we are given; leave this much for the answer to travel.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+/// Longest wait for a brand-new namespace to reach the watch cache. A Namespace and a
+/// Deployment applied together race it by milliseconds; a namespace that never shows up
+/// (or a cache that is down) must not cost more than this.
+const NAMESPACE_WAIT: Duration = Duration::from_millis(250);
 /// Our share of the apiserver's 4096-rune warning budget per request.
 const MAX_WARNINGS: usize = 10;
 const MAX_WARNING_RUNES: usize = 256;
@@ -229,6 +234,11 @@ pub async fn respond(
             "Pod request has no namespace".into(),
         ));
     }
+    // Recorded now so that everything logged while deciding and copying names the Pod.
+    let span = Span::current();
+    span.record("uid", answer.uid.as_str());
+    span.record("namespace", answer.namespace.as_str());
+    span.record("pod", answer.pod.as_str());
     debug!(
         subresource = request.sub_resource.as_deref().unwrap_or(""),
         "deciding"
@@ -243,7 +253,32 @@ pub async fn respond(
         )?;
         return Ok(answer);
     };
-    let labels: Option<BTreeMap<String, String>> = state.namespaces.labels(&answer.namespace);
+    let mut deadline = match timeout {
+        Some(t) => state.copy_deadline.min(t.saturating_sub(TIMEOUT_MARGIN)),
+        None => state.copy_deadline,
+    };
+    let mut labels: Option<BTreeMap<String, String>> = state.namespaces.labels(&answer.namespace);
+    if labels.is_none()
+        && selector_needs_labels(&policy, &answer.namespace, &state.webhook_namespace)
+    {
+        let budget = NAMESPACE_WAIT.min(deadline);
+        debug!(
+            budget_ms = budget.as_millis(),
+            "waiting for namespace labels"
+        );
+        let started = Instant::now();
+        labels = state
+            .namespaces
+            .wait_for_labels(&answer.namespace, budget)
+            .await;
+        let waited = started.elapsed();
+        debug!(
+            waited_ms = waited.as_millis(),
+            found = labels.is_some(),
+            "waited for namespace labels"
+        );
+        deadline = deadline.saturating_sub(waited);
+    }
     let namespace = Namespace {
         name: &answer.namespace,
         labels: labels.as_ref(),
@@ -261,10 +296,6 @@ pub async fn respond(
         && !dry_run
         && !decision.secrets.is_empty()
     {
-        let deadline = match timeout {
-            Some(t) => state.copy_deadline.min(t.saturating_sub(TIMEOUT_MARGIN)),
-            None => state.copy_deadline,
-        };
         let warnings = ensurer
             .ensure(&answer.namespace, &decision.secrets, deadline)
             .await;
@@ -286,6 +317,16 @@ pub async fn respond(
     };
     answer.body = encode(&request.uid, patch.as_deref(), decision.warnings)?;
     Ok(answer)
+}
+
+/// Whether some rule's selector is all that stands between the namespace and the rule, so
+/// its labels are worth waiting for.
+fn selector_needs_labels(policy: &Policy, namespace: &str, webhook_namespace: &str) -> bool {
+    !policy.namespace_excluded(namespace, webhook_namespace)
+        && policy
+            .rules
+            .iter()
+            .any(|r| r.namespace_verdict(namespace, None) == NamespaceVerdict::LabelsUnknown)
 }
 
 fn encode(

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -14,11 +15,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::WatchBackoff;
-use crate::state::{Health, NamespaceLabels};
+use crate::state::{BoxFuture, Health, NamespaceLabels};
 
 pub(crate) struct NamespaceCache {
     store: Store<Namespace>,
     synced: AtomicBool,
+    /// Bumped after every watch event has reached `store`; admissions waiting for a new
+    /// namespace's labels look again then.
+    changes: tokio::sync::watch::Sender<()>,
 }
 
 impl NamespaceCache {
@@ -27,6 +31,7 @@ impl NamespaceCache {
         let cache = Arc::new(Self {
             store,
             synced: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(()),
         });
         let api: Api<Namespace> = Api::all(client);
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
@@ -35,6 +40,8 @@ impl NamespaceCache {
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
+                // The reflector has applied the event to the store before yielding it.
+                task_cache.changes.send_replace(());
                 match event {
                     Ok(watcher::Event::InitDone) => {
                         let count = task_cache.store.len();
@@ -78,5 +85,29 @@ impl NamespaceLabels for NamespaceCache {
         self.store
             .get(&ObjectRef::new(namespace))
             .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+    }
+
+    fn wait_for_labels<'a>(
+        &'a self,
+        namespace: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Option<BTreeMap<String, String>>> {
+        Box::pin(async move {
+            // Subscribe before the first look, so an event between the two is not missed.
+            let mut changes = self.changes.subscribe();
+            let appeared = async {
+                loop {
+                    if let Some(labels) = self.labels(namespace) {
+                        return Some(labels);
+                    }
+                    if changes.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            };
+            tokio::time::timeout(timeout, appeared)
+                .await
+                .unwrap_or_else(|_| self.labels(namespace))
+        })
     }
 }
