@@ -140,7 +140,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // After the drain: requests still in flight may have needed the caches and the copier.
     if let Some(cluster) = cluster {
         cluster.shutdown();
-        tracing::info!("cluster side stopped: watches and retries ended");
     }
     served?;
     Ok(ExitCode::SUCCESS)
