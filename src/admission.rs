@@ -165,8 +165,12 @@ pub async fn respond(
     body: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Answer, AdmissionError> {
-    let review: ReviewIn = serde_json::from_slice(body)
-        .map_err(|e| AdmissionError::BadRequest(format!("body is not an AdmissionReview: {e}")))?;
+    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| {
+        AdmissionError::BadRequest(format!(
+            "body is not an AdmissionReview: {}",
+            json_problem(&e)
+        ))
+    })?;
     if review.kind != KIND || review.api_version != API_VERSION {
         return Err(AdmissionError::BadRequest(format!(
             "expected kind {KIND} apiVersion {API_VERSION}, got kind {:?} apiVersion {:?}",
@@ -181,6 +185,9 @@ pub async fn respond(
             "AdmissionReview request has no uid".into(),
         ));
     }
+    // Recorded as soon as known, so that everything logged for this request carries them.
+    let span = Span::current();
+    span.record("uid", request.uid.as_str());
 
     let mut answer = Answer {
         body: Vec::new(),
@@ -216,8 +223,9 @@ pub async fn respond(
         .object
         .clone()
         .ok_or_else(|| AdmissionError::BadRequest("Pod request has no object".into()))?;
-    let pod: Pod = serde_json::from_value(object)
-        .map_err(|e| AdmissionError::BadRequest(format!("request object is not a Pod: {e}")))?;
+    let pod: Pod = serde_json::from_value(object).map_err(|e| {
+        AdmissionError::BadRequest(format!("request object is not a Pod: {}", json_problem(&e)))
+    })?;
     if answer.namespace.is_empty() {
         answer.namespace = pod.metadata.namespace.clone().unwrap_or_default();
     }
@@ -234,9 +242,6 @@ pub async fn respond(
             "Pod request has no namespace".into(),
         ));
     }
-    // Recorded now so that everything logged while deciding and copying names the Pod.
-    let span = Span::current();
-    span.record("uid", answer.uid.as_str());
     span.record("namespace", answer.namespace.as_str());
     span.record("pod", answer.pod.as_str());
     debug!(
@@ -327,6 +332,24 @@ fn selector_needs_labels(policy: &Policy, namespace: &str, webhook_namespace: &s
             .rules
             .iter()
             .any(|r| r.namespace_verdict(namespace, None) == NamespaceVerdict::LabelsUnknown)
+}
+
+/// What is wrong with a JSON document, without quoting it: serde's message repeats the
+/// offending value, and a Pod's env values can be credentials. This text reaches the log and
+/// the caller.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "invalid JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "a field has the wrong type or a required one is missing",
+        Category::Io => "unreadable body",
+    };
+    if e.line() == 0 {
+        what.to_string()
+    } else {
+        format!("{what} at line {} column {}", e.line(), e.column())
+    }
 }
 
 fn encode(
@@ -521,6 +544,25 @@ mod tests {
         let bad = AdmissionError::BadRequest("body is not an AdmissionReview".into());
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
         assert_eq!(bad.body(), br#"{"error":"body is not an AdmissionReview"}"#);
+    }
+
+    #[test]
+    fn decode_errors_do_not_quote_the_request() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"ns","operation":"CREATE","object":{"spec":{"containers":[{"name":"a","ports":[{"containerPort":"hunter2-secret"}]}]}}}}"#;
+        let state = AppState::offline(None, "pullsecret-injector");
+        let err = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(respond(&state, body, None))
+            .unwrap_err();
+        let text = String::from_utf8(err.body()).unwrap();
+        assert!(text.contains("not a Pod"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = serde_json::from_slice::<ReviewIn>(br#"{"kind": 42}"#).unwrap_err();
+        assert_eq!(
+            json_problem(&err),
+            "a field has the wrong type or a required one is missing at line 1 column 11"
+        );
     }
 
     #[test]
