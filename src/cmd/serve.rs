@@ -48,16 +48,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         policy_configmap: args.policy_configmap.clone(),
     };
     let cluster = connect_cluster(args.no_cluster, wiring).await?;
-    let (namespaces, ensurer, cluster): (
-        Arc<dyn NamespaceLabels>,
-        Option<Arc<dyn SecretEnsurer>>,
-        Option<crate::k8s::Cluster>,
-    ) = match cluster {
+    let cluster: Option<ClusterParts> = match cluster {
         Ok(parts) => {
             tracing::info!(
                 "cluster side running: Secrets are copied into the namespaces of admitted Pods"
             );
-            (parts.namespaces, Some(parts.ensurer), Some(parts.cluster))
+            Some(parts)
         }
         Err(reason) => {
             if let Some(name) = &args.policy_configmap {
@@ -69,9 +65,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 %reason,
                 "running without a cluster: Pods are patched, but no Secret is copied and namespace selectors see no labels"
             );
-            (Arc::new(StaticNamespaces::default()), None, None)
+            None
         }
     };
+    let namespaces: Arc<dyn NamespaceLabels> = match &cluster {
+        Some(parts) => parts.namespaces.clone(),
+        None => Arc::new(StaticNamespaces::default()),
+    };
+    let ensurer: Option<Arc<dyn SecretEnsurer>> = cluster.as_ref().map(|p| p.ensurer.clone());
 
     // Certificates after the cluster check: a refused start leaves no generated files behind.
     let (cert_path, key_path, self_signed_ca) = certificate_files(&args)?;
@@ -138,8 +139,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     // After the drain: requests still in flight may have needed the caches and the copier.
-    if let Some(cluster) = cluster {
-        cluster.shutdown();
+    if let Some(parts) = &cluster {
+        parts.cluster.shutdown();
     }
     served?;
     Ok(ExitCode::SUCCESS)
