@@ -152,10 +152,25 @@ async fn sigterm_stops_the_cluster_side_and_exits_zero() {
     });
     let lines = || logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
 
-    eventually("the cluster side is running", DEADLINE, || async {
-        let synced = lines().iter().any(|l| l.contains("namespace cache synced"));
-        (synced && api.active_watches() > 0).then_some(())
+    // Ready on /readyz: the server runs, so its signal handlers are installed.
+    let admin: String = eventually("serve reports its admin listener", DEADLINE, || {
+        let admin = lines().iter().find_map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).ok()?;
+            line.get("admin")?.as_str().map(String::from)
+        });
+        std::future::ready(admin)
     })
+    .await;
+    eventually(
+        "serve ready with the cluster side running",
+        DEADLINE,
+        || async {
+            let ready = reqwest::get(format!("http://{admin}/readyz"))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            (ready && api.active_watches() > 0).then_some(())
+        },
+    )
     .await;
 
     let pid = child.id().to_string();
