@@ -61,6 +61,10 @@ impl Cluster {
             task.abort();
         }
         self.secrets.stop_all();
+        tracing::info!(
+            tasks = self.tasks.len(),
+            "cluster side stopped: watches and retries ended"
+        );
     }
 }
 
