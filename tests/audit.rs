@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use pullsecret_injector::cmd::audit::{ClusterFacts, audit};
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
+use support::cli;
 use support::fake_apiserver::{FakeApiServer, Kind, Match};
 
 const POLICY: &str = "\
@@ -304,13 +305,13 @@ async fn run_audit(api: &FakeApiServer, args: &[&str]) -> std::process::Output {
     let kubeconfig = api.kubeconfig_path().to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-            .arg("audit")
-            .args(&args)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("POD_NAMESPACE")
-            .output()
-            .expect("run pullsecret-injector")
+        cli::run_command(
+            cli::command()
+                .arg("audit")
+                .args(&args)
+                .env("KUBECONFIG", kubeconfig),
+            b"",
+        )
     })
     .await
     .unwrap()
@@ -351,12 +352,7 @@ async fn audit_command_reports_the_cluster_and_exits_1() {
         ],
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::assert_exit(&out, 1);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let got: BTreeSet<(String, String)> = report["findings"]
         .as_array()

@@ -1,15 +1,17 @@
 //! `certs`: the files it writes are what a manual install needs, and the serving certificate is
 //! accepted for the names the API server uses (checked with webpki, as a TLS client would).
 
-use std::process::Command;
+mod support {
+    pub mod cli;
+}
+
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
+use support::cli;
 
 fn verifier(ca_pem: &[u8]) -> Arc<WebPkiServerVerifier> {
     pullsecret_injector::install_crypto_provider();
@@ -26,7 +28,7 @@ fn verifier(ca_pem: &[u8]) -> Arc<WebPkiServerVerifier> {
 fn certs_writes_a_ca_and_a_serving_certificate_for_the_service_names() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let run = Command::new(BIN)
+    let run = cli::command()
         .args([
             "certs",
             "--service",
@@ -102,7 +104,7 @@ fn certs_writes_a_ca_and_a_serving_certificate_for_the_service_names() {
 fn certs_for_another_service_are_not_trusted_by_this_ca() {
     let dir = tempfile::tempdir().unwrap();
     for (service, sub) in [("a", "one"), ("b", "two")] {
-        let status = Command::new(BIN)
+        let status = cli::command()
             .args(["certs", "--service", service, "--namespace", "ns", "--out"])
             .arg(dir.path().join(sub))
             .output()
@@ -125,7 +127,7 @@ fn certs_for_another_service_are_not_trusted_by_this_ca() {
 #[test]
 fn certs_rejects_a_zero_validity() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Command::new(BIN)
+    let run = cli::command()
         .args([
             "certs",
             "--service",
@@ -146,7 +148,7 @@ fn certs_rejects_a_zero_validity() {
 #[test]
 fn certs_rejects_names_that_are_not_dns_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Command::new(BIN)
+    let run = cli::command()
         .args([
             "certs",
             "--service",

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
 
+pub mod cli;
 pub mod fake_apiserver;
 pub mod registry;
 pub mod shared;
