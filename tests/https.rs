@@ -2,20 +2,21 @@
 //! against its CA (as the API server does), h2 and http/1.1, certificate rotation through a
 //! kubelet-style `..data` swap, body limits, readiness and policy reloads, graceful shutdown.
 
-#[path = "support/shared.rs"]
-#[allow(dead_code)]
-mod shared;
-#[path = "support/webhook.rs"]
-mod webhook;
+mod support {
+    pub mod serve;
+    pub mod shared;
+    pub mod tls;
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncWriteExt;
-use webhook::{
-    DEADLINE, SecretVolume, Serve, TestCa, admission_sample, client, eventually, read_status,
-    response_fingerprint, tls_connect, write_chunk,
+use support::serve::{BIN, DEADLINE, Serve, eventually};
+use support::shared::sample;
+use support::tls::{
+    Leaf, SecretVolume, TestCa, client, read_status, response_fingerprint, tls_connect, write_chunk,
 };
+use tokio::io::AsyncWriteExt;
 
 const POLICY: &str = "\
 sourceNamespace: registry-credentials
@@ -46,7 +47,7 @@ rules:
 /// one image on registry.example.com:5000).
 async fn injected_secrets(serve: &Serve, ca_pem: &str) -> Vec<String> {
     use base64::Engine as _;
-    let review = admission_sample("01_pod_create_replicaset.json");
+    let review = sample("01_pod_create_replicaset.json");
     let res = client(ca_pem, false, false)
         .post(serve.https_url("/mutate?timeout=10s"))
         .header("content-type", "application/json")
@@ -85,7 +86,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     ca: TestCa,
     /// The pair the volume starts with.
-    first: webhook::Leaf,
+    first: Leaf,
     volume: SecretVolume,
     policy: std::path::PathBuf,
 }
@@ -485,7 +486,7 @@ async fn admission_review_is_answered_over_https() {
         (serve.admin_get("/readyz").await.0 == 200).then_some(())
     })
     .await;
-    let review = admission_sample("01_pod_create_replicaset.json");
+    let review = sample("01_pod_create_replicaset.json");
     let res = client(&f.ca.pem, false, false)
         .post(serve.https_url("/mutate?timeout=10s"))
         .header("content-type", "application/json")
@@ -672,7 +673,7 @@ async fn self_signed_serve_tells_where_its_ca_is() {
 #[test]
 fn policy_configmap_without_a_cluster_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(webhook::BIN)
+    let run = std::process::Command::new(BIN)
         .args(["serve", "--self-signed", "--policy-configmap", "psi-policy"])
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .arg("--self-signed-dir")
