@@ -145,14 +145,8 @@ async fn hand_edited_copy_is_restored_and_counted_as_drift() {
     api.put_secret(&edited);
 
     all_follow(&api, &["team-d".to_string()], &source, DEADLINE).await;
-    eventually("drift counted", DEADLINE, || async {
-        (hook
-            .metric("pullsecret_injector_drift_repaired_total")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
+    hook.wait_metric("pullsecret_injector_drift_repaired_total", 1.0, DEADLINE)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,11 +48,8 @@ rules:
 async fn injected_secrets(serve: &Serve, ca_pem: &str) -> Vec<String> {
     use base64::Engine as _;
     let review = sample("01_pod_create_replicaset.json");
-    let res = client(ca_pem, false, false)
-        .post(serve.https_url("/mutate?timeout=10s"))
-        .header("content-type", "application/json")
-        .body(review)
-        .send()
+    let res = serve
+        .https_post(ca_pem, false, "/mutate?timeout=10s", review)
         .await
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
@@ -141,19 +138,11 @@ async fn serves_h2_and_http1_with_a_certificate_the_ca_verifies() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
 
-    let h2 = client(&f.ca.pem, false, false)
-        .get(serve.https_url("/mutate"))
-        .send()
-        .await
-        .unwrap();
+    let h2 = serve.https_get(&f.ca.pem, false, "/mutate").await.unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
     assert_eq!(h2.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
 
-    let h1 = client(&f.ca.pem, true, false)
-        .get(serve.https_url("/mutate"))
-        .send()
-        .await
-        .unwrap();
+    let h1 = serve.https_get(&f.ca.pem, true, "/mutate").await.unwrap();
     assert_eq!(h1.version(), reqwest::Version::HTTP_11);
     assert_eq!(h1.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
 
@@ -178,9 +167,8 @@ async fn serves_h2_and_http1_with_a_certificate_the_ca_verifies() {
     // A client that does not trust this CA is refused the handshake.
     let stranger = TestCa::new();
     assert!(
-        client(&stranger.pem, false, false)
-            .get(serve.https_url("/mutate"))
-            .send()
+        serve
+            .https_get(&stranger.pem, false, "/mutate")
             .await
             .is_err()
     );
@@ -280,14 +268,13 @@ async fn bad_or_half_written_pair_keeps_the_old_certificate() {
         ("tls.crt", a.cert.as_bytes()),
         ("tls.key", b.key.as_bytes()),
     ]);
-    eventually("the mismatched pair to be rejected", DEADLINE, || async {
-        (serve
-            .metric("pullsecret_injector_tls_reloads_total{result=\"error\"}")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
+    serve
+        .wait_metric(
+            "pullsecret_injector_tls_reloads_total{result=\"error\"}",
+            1.0,
+            DEADLINE,
+        )
+        .await;
     assert_eq!(serve.served_fingerprint(&f.ca.pem).await, old);
     let (_, readyz) = serve.admin_get("/readyz").await;
     assert!(
@@ -347,11 +334,8 @@ async fn body_over_3_mib_is_413_also_when_chunked() {
     let serve = start(&f, &[]);
     let body = vec![b' '; 4 * 1024 * 1024];
 
-    let h2 = client(&f.ca.pem, false, false)
-        .post(serve.https_url("/mutate"))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
+    let h2 = serve
+        .https_post(&f.ca.pem, false, "/mutate", body.clone())
         .await
         .unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
@@ -406,32 +390,29 @@ async fn readyz_is_503_until_a_policy_loads() {
 async fn policy_edit_applies_and_a_bad_edit_keeps_the_last_good_policy() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
-    eventually("generation 1", DEADLINE, || async {
-        (serve.metric("pullsecret_injector_policy_generation").await == 1.0).then_some(())
-    })
-    .await;
+    serve
+        .wait_metric("pullsecret_injector_policy_generation", 1.0, DEADLINE)
+        .await;
 
     assert_eq!(injected_secrets(&serve, &f.ca.pem).await, ["example-pull"]);
 
     std::fs::write(&f.policy, OTHER_POLICY).unwrap();
-    eventually("generation 2", DEADLINE, || async {
-        (serve.metric("pullsecret_injector_policy_generation").await == 2.0).then_some(())
-    })
-    .await;
+    serve
+        .wait_metric("pullsecret_injector_policy_generation", 2.0, DEADLINE)
+        .await;
     assert_eq!(
         injected_secrets(&serve, &f.ca.pem).await,
         ["example-pull-v2"]
     );
 
     std::fs::write(&f.policy, BAD_POLICY).unwrap();
-    eventually("the bad edit to be counted", DEADLINE, || async {
-        (serve
-            .metric("pullsecret_injector_policy_reload_errors_total")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
+    serve
+        .wait_metric(
+            "pullsecret_injector_policy_reload_errors_total",
+            1.0,
+            DEADLINE,
+        )
+        .await;
     assert_eq!(
         serve.metric("pullsecret_injector_policy_generation").await,
         2.0
@@ -467,11 +448,13 @@ async fn not_an_admission_review_is_400() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
     for http1 in [false, true] {
-        let res = client(&f.ca.pem, http1, false)
-            .post(serve.https_url("/mutate"))
-            .header("content-type", "application/json")
-            .body(r#"{"kind":"Pod","apiVersion":"v1"}"#)
-            .send()
+        let res = serve
+            .https_post(
+                &f.ca.pem,
+                http1,
+                "/mutate",
+                r#"{"kind":"Pod","apiVersion":"v1"}"#,
+            )
             .await
             .unwrap();
         assert_eq!(res.status(), reqwest::StatusCode::BAD_REQUEST);
@@ -482,16 +465,10 @@ async fn not_an_admission_review_is_400() {
 async fn admission_review_is_answered_over_https() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
-    eventually("ready", DEADLINE, || async {
-        (serve.admin_get("/readyz").await.0 == 200).then_some(())
-    })
-    .await;
+    serve.wait_ready_within(DEADLINE).await;
     let review = sample("01_pod_create_replicaset.json");
-    let res = client(&f.ca.pem, false, false)
-        .post(serve.https_url("/mutate?timeout=10s"))
-        .header("content-type", "application/json")
-        .body(review.clone())
-        .send()
+    let res = serve
+        .https_post(&f.ca.pem, false, "/mutate?timeout=10s", review.clone())
         .await
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
@@ -617,11 +594,7 @@ async fn client_that_never_finishes_its_headers_is_cut() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 
     // The server is fine afterwards.
-    let ok = client(&f.ca.pem, true, false)
-        .get(serve.https_url("/mutate"))
-        .send()
-        .await
-        .unwrap();
+    let ok = serve.https_get(&f.ca.pem, true, "/mutate").await.unwrap();
     assert_eq!(ok.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
 }
 

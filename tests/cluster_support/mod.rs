@@ -98,6 +98,7 @@ pub fn is_managed_copy(secret: &Secret) -> bool {
             == Some(&format!("{SOURCE_NS}/{SECRET}") as &str)
 }
 
+#[allow(unused_imports)]
 pub use crate::support::serve::eventually;
 
 /// One running `pullsecret-injector serve` process with the cluster side, its certificate
@@ -165,11 +166,7 @@ impl Webhook {
     }
 
     pub async fn wait_ready(&self) {
-        eventually("serve ready", DEADLINE, || async {
-            let (code, _) = self.readyz().await;
-            (code == 200).then_some(())
-        })
-        .await;
+        self.serve.wait_ready_within(DEADLINE).await;
     }
 
     /// Sends an AdmissionReview for a Pod running `image` in `namespace`; returns the

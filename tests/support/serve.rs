@@ -209,6 +209,24 @@ impl Serve {
         self.admin_get("/metrics").await.1
     }
 
+    /// Waits until /readyz answers 200, up to `deadline`.
+    pub async fn wait_ready_within(&self, deadline: Duration) {
+        eventually("serve ready", deadline, || async {
+            let status = self.try_admin_get("/readyz?verbose").await.ok()?.0;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the metric sample `sample` reads `value`, up to `deadline`.
+    pub async fn wait_metric(&self, sample: &str, value: f64, deadline: Duration) {
+        let what = format!("{sample} to read {value}");
+        eventually(&what, deadline, || async {
+            (self.metric(sample).await == value).then_some(())
+        })
+        .await;
+    }
+
     /// Value of one sample in /metrics (`name{labels}` exactly as exposed), 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
         self.metrics()

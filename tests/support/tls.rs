@@ -125,6 +125,36 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 impl Serve {
+    /// GET `path` on the HTTPS port by a client that trusts only `ca_pem`; `http1` forces
+    /// HTTP/1.1, otherwise ALPN picks.
+    pub async fn https_get(
+        &self,
+        ca_pem: &str,
+        http1: bool,
+        path: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        client(ca_pem, http1, false)
+            .get(self.https_url(path))
+            .send()
+            .await
+    }
+
+    /// POST `body` as JSON to `path` on the HTTPS port, like [`Serve::https_get`].
+    pub async fn https_post(
+        &self,
+        ca_pem: &str,
+        http1: bool,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Result<reqwest::Response> {
+        client(ca_pem, http1, false)
+            .post(self.https_url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+    }
+
     /// The fingerprint of the certificate a fresh handshake gets.
     pub async fn served_fingerprint(&self, ca_pem: &str) -> String {
         let tls = tls_connect(self.https, ca_pem, b"http/1.1").await.unwrap();
