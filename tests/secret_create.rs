@@ -214,85 +214,38 @@ fn dockercfg_type_writes_the_bare_map() {
 
 #[test]
 fn refuses_what_the_kubelet_would_misread() {
-    let cases: &[(&[&str], &[u8], &str)] = &[
-        (
-            &[
-                "x",
-                "--server",
-                "r.io",
-                "--username",
-                "a:b",
-                "--password-stdin",
-            ],
-            b"pw",
-            "`:`",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "registry-1.docker.io",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "Docker Hub",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "registry.hub.docker.com",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "Docker Hub",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "r.io:http",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "cannot parse",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "r.io",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"\n",
-            "empty",
-        ),
-        (
-            &[
-                "Bad_Name",
-                "--server",
-                "r.io",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "DNS",
-        ),
-        (&["x", "--server", "r.io"], b"", "--username"),
+    // (secret name, --server, --username, stdin, what the error names)
+    let with_password: &[(&str, &str, &str, &[u8], &str)] = &[
+        ("x", "r.io", "a:b", b"pw", "`:`"),
+        ("x", "registry-1.docker.io", "a", b"pw", "Docker Hub"),
+        ("x", "registry.hub.docker.com", "a", b"pw", "Docker Hub"),
+        ("x", "r.io:http", "a", b"pw", "cannot parse"),
+        ("x", "r.io", "a", b"\n", "empty"),
+        ("Bad_Name", "r.io", "a", b"pw", "DNS"),
     ];
-    for (args, stdin, says) in cases {
-        let mut all = vec!["secret", "create"];
-        all.extend_from_slice(args);
-        let out = cli::run(&all, stdin);
+    let mut cases: Vec<(Vec<&str>, &[u8], &str)> = with_password
+        .iter()
+        .map(|&(name, server, user, stdin, says)| {
+            let args = vec![
+                "secret",
+                "create",
+                name,
+                "--server",
+                server,
+                "--username",
+                user,
+                "--password-stdin",
+            ];
+            (args, stdin, says)
+        })
+        .collect();
+    cases.push((
+        vec!["secret", "create", "x", "--server", "r.io"],
+        b"",
+        "--username",
+    ));
+    for (args, stdin, says) in &cases {
+        let out = cli::run(args, stdin);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(err.contains(says), "{args:?}: {err}");
