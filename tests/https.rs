@@ -17,6 +17,8 @@ use support::tls::{
     Leaf, SecretVolume, TestCa, client, read_status, response_fingerprint, tls_connect, write_chunk,
 };
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const POLICY: &str = "\
 sourceNamespace: registry-credentials
@@ -424,18 +426,11 @@ async fn policy_edit_applies_and_a_bad_edit_keeps_the_last_good_policy() {
         body.contains("generation 2 in use") && body.contains(&location),
         "{body}"
     );
-    eventually(
-        "the problem logged with FILE:LINE:COL",
-        DEADLINE,
-        || async {
-            serve
-                .logs()
-                .iter()
-                .any(|l| l.contains(&location))
-                .then_some(())
-        },
-    )
-    .await;
+    serve
+        .wait_log("the problem logged with FILE:LINE:COL", DEADLINE, |l| {
+            l.contains(&location)
+        })
+        .await;
     assert_eq!(
         injected_secrets(&serve, &f.ca.pem).await,
         ["example-pull-v2"],
@@ -481,28 +476,36 @@ async fn admission_review_is_answered_over_https() {
     assert_eq!(injected_secrets(&serve, &f.ca.pem).await, ["example-pull"]);
 }
 
-#[tokio::test]
-async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
-    let f = fixture(Some(POLICY));
-    let mut serve = start(&f, &["--shutdown-grace", "30s"]);
-    let body = br#"{"kind":"Pod","apiVersion":"v1"}"#;
-
-    let mut tls = tls_connect(serve.https, &f.ca.pem, b"http/1.1")
-        .await
-        .unwrap();
+/// Starts `POST /mutate` over HTTP/1.1 with `expect: 100-continue` for a body of
+/// `content_length` bytes and returns the connection once the server has answered 100: hyper
+/// answers 100 Continue when the handler reads the body, so the request is in flight.
+async fn request_in_flight(
+    serve: &Serve,
+    ca_pem: &str,
+    content_length: usize,
+) -> TlsStream<TcpStream> {
+    let mut tls = tls_connect(serve.https, ca_pem, b"http/1.1").await.unwrap();
     let head = format!(
-        "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
-        body.len()
+        "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\nexpect: 100-continue\r\n\r\n"
     );
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
-    // hyper answers 100 Continue once the handler reads the body: the request is in flight.
     assert_eq!(
         tokio::time::timeout(DEADLINE, read_status(&mut tls))
             .await
             .unwrap(),
         Some(100)
     );
+    tls
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
+    let f = fixture(Some(POLICY));
+    let mut serve = start(&f, &["--shutdown-grace", "30s"]);
+    let body = br#"{"kind":"Pod","apiVersion":"v1"}"#;
+
+    let mut tls = request_in_flight(&serve, &f.ca.pem, body.len()).await;
     tls.write_all(&body[..10]).await.unwrap();
     tls.flush().await.unwrap();
 
@@ -536,31 +539,16 @@ async fn sigint_drain_is_bounded_by_the_shutdown_grace() {
     let mut serve = start(&f, &["--shutdown-grace", "1s"]);
 
     // A request whose body never completes.
-    let mut tls = tls_connect(serve.https, &f.ca.pem, b"http/1.1")
-        .await
-        .unwrap();
-    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\nexpect: 100-continue\r\n\r\n")
-        .await
-        .unwrap();
-    tls.flush().await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(DEADLINE, read_status(&mut tls))
-            .await
-            .unwrap(),
-        Some(100)
-    );
+    let tls = request_in_flight(&serve, &f.ca.pem, 100).await;
 
     serve.signal("-INT");
     let exit = serve.exit_status(DEADLINE).await;
     assert_eq!(exit.code(), Some(0));
-    eventually("the grace expiry to be logged", DEADLINE, || async {
-        serve
-            .logs()
-            .iter()
-            .any(|l| l.contains("shutdown grace expired"))
-            .then_some(())
-    })
-    .await;
+    serve
+        .wait_log("the grace expiry to be logged", DEADLINE, |l| {
+            l.contains("shutdown grace expired")
+        })
+        .await;
     drop(tls);
 }
 
@@ -612,18 +600,13 @@ async fn self_signed_serve_tells_where_its_ca_is() {
         policy.to_str().unwrap(),
     ]);
     let ca_path = out.join("ca.crt");
-    eventually(
-        "the CA path and a curl command in the logs",
-        DEADLINE,
-        || async {
-            serve
-                .logs()
-                .iter()
-                .any(|l| l.contains(ca_path.to_str().unwrap()) && l.contains("curl --cacert"))
-                .then_some(())
-        },
-    )
-    .await;
+    serve
+        .wait_log(
+            "the CA path and a curl command in the logs",
+            DEADLINE,
+            |l| l.contains(ca_path.to_str().unwrap()) && l.contains("curl --cacert"),
+        )
+        .await;
     let ca = std::fs::read_to_string(&ca_path).unwrap();
     for host in ["127.0.0.1", "localhost"] {
         let res = reqwest::Client::builder()

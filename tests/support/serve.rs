@@ -218,6 +218,14 @@ impl Serve {
         .await;
     }
 
+    /// Waits until some log line satisfies `matches`, up to `deadline`.
+    pub async fn wait_log(&self, what: &str, deadline: Duration, matches: impl Fn(&str) -> bool) {
+        eventually(what, deadline, || async {
+            self.logs().iter().any(|l| matches(l)).then_some(())
+        })
+        .await;
+    }
+
     /// Waits until the metric sample `sample` reads `value`, up to `deadline`.
     pub async fn wait_metric(&self, sample: &str, value: f64, deadline: Duration) {
         let what = format!("{sample} to read {value}");
