@@ -134,12 +134,7 @@ fn decode_failures_say_every_pull_of_the_pod_fails() {
 #[test]
 fn hub_aliases_name_each_key_and_the_fix() {
     let (_, _, report) = codes("docker-hub-aliases.yaml");
-    let regs: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["registry"].as_str().unwrap())
-        .collect();
+    let regs: Vec<&str> = cli::strings_in(&report, "findings", "registry");
     assert_eq!(
         regs,
         [

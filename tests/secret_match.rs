@@ -56,12 +56,7 @@ fn check(case: &Value, image: &str, raw: bool) {
     let found = case["found"].as_bool().unwrap();
     assert_eq!(got["found"], found, "{case}\n{got}");
     assert_eq!(got["lookupTarget"], case["lookup_target"], "{case}");
-    let users: Vec<&str> = got["matches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["username"].as_str().unwrap())
-        .collect();
+    let users: Vec<&str> = cli::strings_in(&got, "matches", "username");
     let want: Vec<&str> = case["creds_in_order"]
         .as_array()
         .unwrap()

@@ -166,12 +166,7 @@ fn created_secret_authenticates_with_skopeo_and_verify_basic_auth() {
     both.extend_from_slice(b"---\n");
     both.extend_from_slice(&manifest);
     let (code, report) = verify(&image, &both, &["--plain-http"]);
-    let results: Vec<&str> = report["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["result"].as_str().unwrap())
-        .collect();
+    let results: Vec<&str> = cli::strings_in(&report, "attempts", "result");
     assert_eq!(
         (code, results),
         (0, vec!["bad-credentials", "authenticated"]),

@@ -42,3 +42,17 @@ pub fn assert_exit(out: &Output, code: i32) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The string `field` of every object in the array `array` of a JSON report, in order.
+pub fn strings_in<'a>(report: &'a serde_json::Value, array: &str, field: &str) -> Vec<&'a str> {
+    report[array]
+        .as_array()
+        .unwrap_or_else(|| panic!("`{array}` is an array: {report}"))
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("`{field}` is a string: {item}"))
+        })
+        .collect()
+}
