@@ -737,22 +737,14 @@ mod tests {
 
     #[test]
     fn sample_targets_replace_globs() {
-        assert_eq!(
-            sample_target("*.dkr.ecr.*.amazonaws.com").as_deref(),
-            Some("x.dkr.ecr.x.amazonaws.com/x")
-        );
-        assert_eq!(
-            sample_target("registry.gitlab.com/acme/").as_deref(),
-            Some("registry.gitlab.com/acme/x")
-        );
-        assert_eq!(
-            sample_target("quay.io/org").as_deref(),
-            Some("quay.io/org/x")
-        );
-        assert_eq!(
-            sample_target("reg[0-9].io:5000").as_deref(),
-            Some("reg0.io:5000/x")
-        );
-        assert_eq!(sample_target("docker.io").as_deref(), Some("docker.io/x"));
+        for (pattern, sample) in [
+            ("*.dkr.ecr.*.amazonaws.com", "x.dkr.ecr.x.amazonaws.com/x"),
+            ("registry.gitlab.com/acme/", "registry.gitlab.com/acme/x"),
+            ("quay.io/org", "quay.io/org/x"),
+            ("reg[0-9].io:5000", "reg0.io:5000/x"),
+            ("docker.io", "docker.io/x"),
+        ] {
+            assert_eq!(sample_target(pattern).as_deref(), Some(sample), "{pattern}");
+        }
     }
 }
