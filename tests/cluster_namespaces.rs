@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_support::*;
+use support::cli::BIN;
 use support::fake_apiserver::{FakeApiServer, Match};
 
 /// A policy whose only rule needs the namespace label `registry-access: gitlab`.

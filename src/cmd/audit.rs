@@ -37,7 +37,7 @@ use crate::cli::{AuditArgs, TextOrJson};
 use crate::dockerconfig::{
     self, DockerConfig, SecretDoc, Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON, display_key,
 };
-use crate::k8s::content_hash;
+use crate::k8s::{content_hash, is_managed};
 use crate::keyring::Keyring;
 use crate::policy::Policy;
 use crate::reference::ImageRef;
@@ -343,15 +343,6 @@ fn summarize_secret(
         copy_of: managed_source(secret),
         broken,
     });
-}
-
-fn is_managed(secret: &Secret) -> bool {
-    secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_MANAGED_BY))
-        .is_some_and(|v| v == MANAGED_BY)
 }
 
 fn managed_source(secret: &Secret) -> Option<String> {
