@@ -40,12 +40,26 @@ pub fn index_key(auths_key: &str) -> Option<String> {
 /// pattern written with `https://` must go through [`index_key`] (or [`RegistryPattern`])
 /// first, as the kubelet does for `auths` keys.
 pub fn urls_match(glob: &str, target: &str) -> bool {
-    match (
-        GoUrl::parse_schemeless(glob),
-        GoUrl::parse_schemeless(target),
-    ) {
-        (Some(glob), Some(target)) => glob.matches(&target),
-        _ => false,
+    SchemelessUrl::parse(glob).matches(&SchemelessUrl::parse(target))
+}
+
+/// One side of URLsMatch (a glob or a lookup target) read once as a schemeless URL, so a
+/// policy's patterns are parsed at load and an image's target once per Pod, not per rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemelessUrl(Option<GoUrl>);
+
+impl SchemelessUrl {
+    /// A string that does not parse is kept as `None` and matches nothing, as in the kubelet.
+    pub fn parse(s: &str) -> Self {
+        Self(GoUrl::parse_schemeless(s))
+    }
+
+    /// URLsMatch with `self` as the glob.
+    pub fn matches(&self, target: &SchemelessUrl) -> bool {
+        match (&self.0, &target.0) {
+            (Some(glob), Some(target)) => glob.matches(target),
+            _ => false,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+use crate::keyring::SchemelessUrl;
 use crate::policy::{NamespaceVerdict, Policy};
 use crate::reference::ImageRef;
 
@@ -137,8 +138,10 @@ pub fn plan(
                 continue;
             }
         };
+        let target = SchemelessUrl::parse(&target);
         for (index, rule) in policy.rules.iter().enumerate() {
-            if verdicts[index] == NamespaceVerdict::Excluded || !rule.matches_target(&target) {
+            if verdicts[index] == NamespaceVerdict::Excluded || !rule.matches_parsed_target(&target)
+            {
                 continue;
             }
             if verdicts[index] == NamespaceVerdict::LabelsUnknown {

@@ -37,6 +37,8 @@ pub struct Rule {
     pub secret: String,
     /// Which namespaces may receive the secret; `None` = all that are not excluded.
     namespaces: Option<NamespaceFilter>,
+    /// `registries`, parsed once for matching.
+    patterns: Vec<keyring::SchemelessUrl>,
 }
 
 /// Whether a rule may act in a namespace.
@@ -52,9 +54,12 @@ impl Rule {
     /// Does any registry pattern match `lookup_target` (`registry/repository`) the way the
     /// kubelet's keyring would?
     pub fn matches_target(&self, lookup_target: &str) -> bool {
-        self.registries
-            .iter()
-            .any(|pattern| keyring::urls_match(pattern, lookup_target))
+        self.matches_parsed_target(&keyring::SchemelessUrl::parse(lookup_target))
+    }
+
+    /// [`Rule::matches_target`] for a target parsed once and checked against many rules.
+    pub fn matches_parsed_target(&self, target: &keyring::SchemelessUrl) -> bool {
+        self.patterns.iter().any(|pattern| pattern.matches(target))
     }
 
     /// Whether the rule's namespace filters admit `namespace`.
@@ -426,11 +431,17 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
             selector: ns.selector.and_then(|s| compile_selector(s, problems)),
         });
 
+        let registries: Vec<String> = rule.registries.value.into_iter().map(|p| p.value).collect();
+        let patterns = registries
+            .iter()
+            .map(|p| keyring::SchemelessUrl::parse(p))
+            .collect();
         rules.push(Rule {
             name: rule.name.value,
-            registries: rule.registries.value.into_iter().map(|p| p.value).collect(),
+            registries,
             secret: rule.secret.value,
             namespaces,
+            patterns,
         });
     }
 
