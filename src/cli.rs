@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Time budget for all Secret copies of one admission request.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub copy_deadline: Duration,
+    /// Time a client gets for the TLS handshake and for sending each request's headers.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
     /// How long in-flight requests get to finish after SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
@@ -222,6 +225,10 @@ pub struct SecretLintArgs {
 pub struct SecretMatchArgs {
     #[arg(long)]
     pub image: String,
+    /// Take --image as the kubelet's lookup string (`registry/repository`) without parsing
+    /// or normalizing it.
+    #[arg(long)]
+    pub raw_target: bool,
     #[arg(default_value = "-")]
     pub input: String,
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]

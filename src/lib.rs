@@ -4,16 +4,20 @@
 pub mod admission;
 pub mod cli;
 pub mod cmd;
+pub mod dockerconfig;
 pub mod k8s;
 pub mod keyring;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod reference;
+pub mod registry;
 pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+
+pub use server::{admin_router, router};
 
 /// Installs the one rustls crypto provider (ring) for the process. Safe to call twice.
 pub fn install_crypto_provider() {

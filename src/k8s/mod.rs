@@ -1,2 +1,175 @@
 //! Everything that talks to the API server: watches (policy ConfigMap, namespaces, secrets)
 //! and the Secret copies.
+//!
+//! The request path only reads caches fed by watches; the one API call an admission may make
+//! is the create of a missing copy, bounded by the request's deadline. Everything else (retries,
+//! following source rotations, repairing drift) runs in background tasks started by [`start`].
+
+mod copier;
+mod copy;
+mod namespaces;
+mod policy_source;
+mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::state::{Health, NamespaceLabels, PolicyStore, SecretEnsurer};
+
+pub use copy::{
+    ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
+};
+
+/// How the cluster side is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The webhook's own namespace (where the policy ConfigMap lives).
+    pub webhook_namespace: String,
+    /// Watch this ConfigMap (key `policy.yaml`) for the policy; `None` when the policy comes
+    /// from a file.
+    pub policy_configmap: Option<String>,
+    /// Names this replica in Events (the Pod name, from `POD_NAME`, when set).
+    pub instance: Option<String>,
+}
+
+impl ClusterConfig {
+    pub fn new(webhook_namespace: &str, policy_configmap: Option<String>) -> Self {
+        Self {
+            webhook_namespace: webhook_namespace.to_string(),
+            policy_configmap,
+            instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// The running cluster side: what `AppState` needs, and the tasks to stop on shutdown.
+pub struct Cluster {
+    pub namespaces: Arc<dyn NamespaceLabels>,
+    pub ensurer: Arc<dyn SecretEnsurer>,
+    tasks: Vec<JoinHandle<()>>,
+    secrets: Arc<secrets::SecretCaches>,
+}
+
+impl Cluster {
+    /// Stops every watch and background task. (Dropping a `Cluster` leaves them running: the
+    /// request path holds the caches they feed.)
+    pub fn shutdown(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.secrets.stop_all();
+    }
+}
+
+/// Starts the watches (policy ConfigMap if configured, namespaces, one per policy secret
+/// name) and the copy reconciler. Returns at once; readiness is reported through `health`
+/// (components `policy`, `namespaces`, `secrets`).
+pub async fn start(
+    client: kube::Client,
+    config: ClusterConfig,
+    policy: Arc<PolicyStore>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Cluster> {
+    let mut tasks = Vec::new();
+    if let Some(name) = &config.policy_configmap {
+        health.pending(
+            "policy",
+            &format!("waiting for ConfigMap {}/{name}", config.webhook_namespace),
+        );
+        let source = policy_source::ConfigMapPolicy {
+            client: client.clone(),
+            namespace: config.webhook_namespace.clone(),
+            name: name.clone(),
+            policy: policy.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
+        tasks.push(tokio::spawn(source.run()));
+    }
+
+    health.pending("namespaces", "namespace cache not synced yet");
+    let (namespaces, ns_task) = namespaces::NamespaceCache::start(client.clone(), health.clone());
+    tasks.push(ns_task);
+
+    let (trigger_tx, trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+    let secrets = Arc::new(secrets::SecretCaches::new(
+        client.clone(),
+        health.clone(),
+        trigger_tx,
+    ));
+
+    let copier = copier::Copier::new(
+        client,
+        config.instance.clone(),
+        policy.clone(),
+        namespaces.clone(),
+        secrets.clone(),
+        metrics,
+    );
+    tasks.push(tokio::spawn(copier.clone().run(trigger_rx)));
+    tasks.push(tokio::spawn(secrets::follow_policy(
+        secrets.clone(),
+        policy,
+    )));
+
+    Ok(Cluster {
+        namespaces,
+        ensurer: copier,
+        tasks,
+        secrets,
+    })
+}
+
+/// Retry delays for watches: short enough that a recovered API server is seen within seconds,
+/// growing so that a failing one is not hammered.
+pub(crate) struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl WatchBackoff {
+    pub(crate) fn new() -> Self {
+        Self {
+            next: WATCH_BACKOFF_MIN,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (current * 2).min(WATCH_BACKOFF_MAX);
+        Some(current)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_MIN;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::utils::Backoff;
+
+    #[test]
+    fn watch_backoff_grows_to_a_bound_and_resets() {
+        let mut b = WatchBackoff::new();
+        let delays: Vec<_> = b.by_ref().take(8).collect();
+        assert_eq!(delays[0], WATCH_BACKOFF_MIN);
+        assert!(delays.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*delays.last().unwrap_or(&Duration::ZERO), WATCH_BACKOFF_MAX);
+        b.reset();
+        assert_eq!(b.next(), Some(WATCH_BACKOFF_MIN));
+    }
+}

@@ -7,6 +7,8 @@ use k8s_openapi::api::core::v1::Pod;
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
 
+pub mod fake_apiserver;
+pub mod registry;
 pub mod shared;
 
 pub use shared::shared_dir;

@@ -1,0 +1,303 @@
+//! What a copy looks like and how it is compared with its source. Pure: no I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sha2::{Digest, Sha256};
+
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "pullsecret-injector";
+/// `namespace/name` of the source Secret.
+pub const ANNOTATION_SOURCE: &str = "pullsecret-injector.io/source";
+/// `sha256:<hex>` of the source's type and data when the copy was written.
+pub const ANNOTATION_SOURCE_HASH: &str = "pullsecret-injector.io/source-hash";
+
+pub(crate) const TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
+pub(crate) const TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
+
+/// Whether a Secret can be handed to the kubelet as a pull secret (and so may be copied).
+pub(crate) fn is_pull_secret_type(secret: &Secret) -> bool {
+    matches!(
+        secret.type_.as_deref(),
+        Some(TYPE_DOCKERCONFIGJSON | TYPE_DOCKERCFG)
+    )
+}
+
+pub(crate) fn secret_type(secret: &Secret) -> &str {
+    secret.type_.as_deref().unwrap_or("Opaque")
+}
+
+/// Hash of a Secret's type and data: what a copy must carry to be current. Keys are hashed in
+/// order with their lengths, so no two different contents share an input.
+pub fn content_hash(secret: &Secret) -> String {
+    let mut hasher = Sha256::new();
+    let kind = secret_type(secret).as_bytes();
+    hasher.update((kind.len() as u64).to_be_bytes());
+    hasher.update(kind);
+    let empty = BTreeMap::new();
+    for (key, value) in secret.data.as_ref().unwrap_or(&empty) {
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.0.len() as u64).to_be_bytes());
+        hasher.update(&value.0);
+    }
+    let digest = hasher.finalize();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in digest {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+pub(crate) fn source_ref(source_namespace: &str, name: &str) -> String {
+    format!("{source_namespace}/{name}")
+}
+
+/// The copy of `source` for `namespace`: same type and data, our label, annotations naming the
+/// source and its content hash. Nothing else of the source's metadata is carried over: server
+/// fields (uid, resourceVersion, ...) and ownerReferences are namespace-bound, and the source's
+/// own labels and annotations may hold data (kubectl's last-applied-configuration does).
+/// `immutable` is not copied so that a rotation can update the copy in place.
+pub(crate) fn build_copy(
+    source: &Secret,
+    source_namespace: &str,
+    name: &str,
+    namespace: &str,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_string(),
+                MANAGED_BY.to_string(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (
+                    ANNOTATION_SOURCE.to_string(),
+                    source_ref(source_namespace, name),
+                ),
+                (ANNOTATION_SOURCE_HASH.to_string(), content_hash(source)),
+            ])),
+            ..ObjectMeta::default()
+        },
+        type_: source.type_.clone(),
+        data: source.data.clone(),
+        immutable: None,
+        string_data: None,
+    }
+}
+
+/// Whether we manage this Secret (only then may we write it).
+pub(crate) fn is_managed(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_MANAGED_BY))
+        .is_some_and(|v| v == MANAGED_BY)
+}
+
+fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// What a managed copy needs to match its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyState {
+    Current,
+    /// The source changed since the copy was written (a rotation), or the policy now takes
+    /// it from another source namespace.
+    Stale,
+    /// The copy's content no longer matches the hash it carries: someone edited it.
+    Drifted,
+    /// Type differs from the source; `type` is immutable, so delete and recreate.
+    TypeChanged,
+}
+
+/// Compares a managed copy with `source`, the Secret of the same name in `source_namespace`.
+pub(crate) fn compare(copy: &Secret, source: &Secret, source_namespace: &str) -> CopyState {
+    let wanted = content_hash(source);
+    let actual = content_hash(copy);
+    let recorded = annotation(copy, ANNOTATION_SOURCE_HASH);
+    let name = copy.metadata.name.as_deref().unwrap_or_default();
+    let from = annotation(copy, ANNOTATION_SOURCE);
+    if secret_type(copy) != secret_type(source) {
+        CopyState::TypeChanged
+    } else if recorded != Some(actual.as_str()) {
+        CopyState::Drifted
+    } else if actual != wanted || from != Some(source_ref(source_namespace, name).as_str()) {
+        CopyState::Stale
+    } else {
+        CopyState::Current
+    }
+}
+
+/// `copy` rewritten to match `source`, keeping the copy's identity (resourceVersion for
+/// optimistic concurrency) and any labels or annotations others added to it.
+pub(crate) fn updated_copy(
+    copy: &Secret,
+    source: &Secret,
+    source_namespace: &str,
+    name: &str,
+) -> Secret {
+    let mut out = copy.clone();
+    let fresh = build_copy(
+        source,
+        source_namespace,
+        name,
+        copy.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let labels = out.metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.extend(fresh.metadata.labels.unwrap_or_default());
+    let annotations = out.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.extend(fresh.metadata.annotations.unwrap_or_default());
+    out.metadata.managed_fields = None;
+    out.data = fresh.data;
+    out.string_data = None;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn source(data: &[u8]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("regcred".into()),
+                namespace: Some("creds".into()),
+                uid: Some("u-1".into()),
+                resource_version: Some("42".into()),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    name: "owner".into(),
+                    uid: "o-1".into(),
+                    ..OwnerReference::default()
+                }]),
+                labels: Some(BTreeMap::from([("team".into(), "platform".into())])),
+                annotations: Some(BTreeMap::from([(
+                    "kubectl.kubernetes.io/last-applied-configuration".into(),
+                    "{\"data\":\"secret\"}".into(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            type_: Some(TYPE_DOCKERCONFIGJSON.into()),
+            data: Some(BTreeMap::from([(
+                ".dockerconfigjson".into(),
+                ByteString(data.to_vec()),
+            )])),
+            immutable: Some(true),
+            string_data: None,
+        }
+    }
+
+    #[test]
+    fn copy_keeps_type_and_data_and_drops_namespace_bound_metadata() {
+        let src = source(b"{\"auths\":{}}");
+        let copy = build_copy(&src, "creds", "regcred", "team-a");
+        assert_eq!(copy.type_, src.type_);
+        assert_eq!(copy.data, src.data);
+        assert_eq!(copy.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(copy.metadata.name.as_deref(), Some("regcred"));
+        assert!(copy.metadata.uid.is_none());
+        assert!(copy.metadata.resource_version.is_none());
+        assert!(copy.metadata.owner_references.is_none());
+        assert!(copy.immutable.is_none());
+        let annotations = copy.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get(ANNOTATION_SOURCE).map(String::as_str),
+            Some("creds/regcred")
+        );
+        assert!(
+            annotations
+                .get(ANNOTATION_SOURCE_HASH)
+                .is_some_and(|h| h.starts_with("sha256:") && h.len() == 71)
+        );
+        assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+        assert!(is_managed(&copy));
+        assert!(!is_managed(&src));
+    }
+
+    #[test]
+    fn hash_depends_on_type_and_data_only() {
+        let a = source(b"one");
+        let mut b = source(b"one");
+        b.metadata.resource_version = Some("43".into());
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(content_hash(&a), content_hash(&source(b"two")));
+        let mut c = source(b"one");
+        c.type_ = Some(TYPE_DOCKERCFG.into());
+        assert_ne!(content_hash(&a), content_hash(&c));
+        // Key/value boundaries matter.
+        let mut d = source(b"");
+        d.data = Some(BTreeMap::from([(
+            ".dockerconfigjsonone".into(),
+            ByteString(Vec::new()),
+        )]));
+        assert_ne!(content_hash(&a), content_hash(&d));
+    }
+
+    #[test]
+    fn compare_tells_current_stale_drifted_and_type_changed_apart() {
+        let v1 = source(b"v1");
+        let v2 = source(b"v2");
+        let copy = build_copy(&v1, "creds", "regcred", "team-a");
+        assert_eq!(compare(&copy, &v1, "creds"), CopyState::Current);
+        assert_eq!(compare(&copy, &v2, "creds"), CopyState::Stale);
+        let mut edited = copy.clone();
+        edited.data = Some(BTreeMap::from([(
+            ".dockerconfigjson".into(),
+            ByteString(b"mine".to_vec()),
+        )]));
+        assert_eq!(compare(&edited, &v1, "creds"), CopyState::Drifted);
+        let mut cfg = v1.clone();
+        cfg.type_ = Some(TYPE_DOCKERCFG.into());
+        assert_eq!(compare(&copy, &cfg, "creds"), CopyState::TypeChanged);
+    }
+
+    #[test]
+    fn copy_of_another_source_namespace_is_stale_until_rewritten() {
+        let v1 = source(b"v1");
+        let copy = build_copy(&v1, "old-creds", "regcred", "team-a");
+        assert_eq!(compare(&copy, &v1, "old-creds"), CopyState::Current);
+        assert_eq!(compare(&copy, &v1, "creds"), CopyState::Stale);
+        let updated = updated_copy(&copy, &v1, "creds", "regcred");
+        assert_eq!(compare(&updated, &v1, "creds"), CopyState::Current);
+    }
+
+    #[test]
+    fn update_keeps_identity_and_brings_content_current() {
+        let v1 = source(b"v1");
+        let v2 = source(b"v2");
+        let mut copy = build_copy(&v1, "creds", "regcred", "team-a");
+        copy.metadata.resource_version = Some("7".into());
+        copy.metadata.uid = Some("c-1".into());
+        let updated = updated_copy(&copy, &v2, "creds", "regcred");
+        assert_eq!(updated.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(updated.data, v2.data);
+        assert_eq!(compare(&updated, &v2, "creds"), CopyState::Current);
+    }
+
+    #[test]
+    fn only_docker_types_are_pull_secrets() {
+        let mut s = source(b"x");
+        assert!(is_pull_secret_type(&s));
+        s.type_ = Some(TYPE_DOCKERCFG.into());
+        assert!(is_pull_secret_type(&s));
+        s.type_ = Some("Opaque".into());
+        assert!(!is_pull_secret_type(&s));
+        s.type_ = None;
+        assert!(!is_pull_secret_type(&s));
+    }
+}

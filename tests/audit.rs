@@ -1,0 +1,502 @@
+//! `audit` finds, in what a cluster holds: registry Secrets the kubelet cannot decode, Pods
+//! whose images no imagePullSecret covers, managed copies that drifted from their source,
+//! and policy rules whose source Secret is missing, of the wrong type, or does not cover
+//! the rule's registries.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use pullsecret_injector::cmd::audit::{ClusterFacts, audit};
+use pullsecret_injector::policy::Policy;
+use serde_json::{Value, json};
+use support::fake_apiserver::{FakeApiServer, Kind, Match};
+
+const POLICY: &str = "\
+sourceNamespace: registry-credentials
+excludeNamespaces: [kube-system]
+rules:
+  - name: gitlab
+    registries: [\"registry.gitlab.com/acme/\"]
+    secret: gitlab-pull
+  - name: ecr
+    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
+    secret: ecr-pull
+  - name: hub-org
+    registries: [\"docker.io/acme/\"]
+    secret: hub-pull
+  - name: example
+    registries: [\"registry.example.com\"]
+    secret: absent-pull
+  - name: ghcr
+    registries: [\"ghcr.io/acme\"]
+    secret: opaque-pull
+";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn config(keys: &[&str]) -> String {
+    let auths: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| {
+            (
+                k.to_string(),
+                json!({"username": "u", "password": "p", "auth": b64("u:p")}),
+            )
+        })
+        .collect();
+    json!({"auths": auths}).to_string()
+}
+
+fn secret(ns: &str, name: &str, type_: &str, config: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": type_, "data": {".dockerconfigjson": b64(config)}})
+}
+
+fn copy_of(ns: &str, name: &str, source: &str, config: &str) -> Value {
+    let mut s = secret(ns, name, "kubernetes.io/dockerconfigjson", config);
+    s["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "pullsecret-injector"});
+    s["metadata"]["annotations"] = json!({"pullsecret-injector.io/source": source,
+        "pullsecret-injector.io/source-hash": "sha256:0"});
+    s
+}
+
+fn pod(ns: &str, name: &str, images: &[&str], pull: &[&str]) -> Value {
+    let containers: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    let mut spec = json!({"containers": containers});
+    if !pull.is_empty() {
+        spec["imagePullSecrets"] = pull.iter().map(|n| json!({"name": n})).collect();
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+const JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+
+const NAMESPACES: [&str; 5] = [
+    "team-a",
+    "team-b",
+    "team-c",
+    "kube-system",
+    "registry-credentials",
+];
+
+/// One instance of every problem, and healthy objects beside them: (Secrets of any type, Pods).
+fn objects() -> (Vec<Value>, Vec<Value>) {
+    let gitlab = config(&["registry.gitlab.com"]);
+    let secrets = vec![
+        secret("registry-credentials", "gitlab-pull", JSON_TYPE, &gitlab),
+        secret(
+            "registry-credentials",
+            "ecr-pull",
+            JSON_TYPE,
+            &config(&["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]),
+        ),
+        secret(
+            "registry-credentials",
+            "hub-pull",
+            JSON_TYPE,
+            &config(&["https://index.docker.io/v1/"]),
+        ),
+        secret("registry-credentials", "opaque-pull", "Opaque", &gitlab),
+        copy_of(
+            "team-a",
+            "gitlab-pull",
+            "registry-credentials/gitlab-pull",
+            &gitlab,
+        ),
+        copy_of(
+            "team-b",
+            "gitlab-pull",
+            "registry-credentials/gitlab-pull",
+            &config(&["registry.gitlab.com", "old.example.com"]),
+        ),
+        copy_of("team-b", "gone", "registry-credentials/deleted", &gitlab),
+        secret(
+            "team-c",
+            "broken",
+            JSON_TYPE,
+            r#"{"auths":{"registry.gitlab.com":{"auth":"not base64!"}}}"#,
+        ),
+    ];
+    let pods = vec![
+        pod(
+            "team-a",
+            "covered",
+            &["registry.gitlab.com/acme/app:1", "nginx:1.27"],
+            &["gitlab-pull"],
+        ),
+        pod(
+            "team-a",
+            "uncovered",
+            &["registry.gitlab.com/acme/app:1"],
+            &[],
+        ),
+        pod(
+            "team-a",
+            "private-registry",
+            &["quay.io/someone/tool:2"],
+            &[],
+        ),
+        pod("team-a", "dangling-ref", &["nginx"], &["does-not-exist"]),
+        pod("team-c", "uses-broken", &["nginx"], &["broken"]),
+        pod(
+            "kube-system",
+            "coredns",
+            &["registry.k8s.io/coredns/coredns:v1.11.1"],
+            &[],
+        ),
+    ];
+    (secrets, pods)
+}
+
+/// What `audit` would read from that cluster.
+fn cluster() -> (ClusterFacts, Policy) {
+    let (secrets, pods) = objects();
+    let secrets: Vec<Secret> = secrets
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let policy = Policy::parse(POLICY, "policy.yaml").unwrap();
+    let rule_sources = policy
+        .secret_names()
+        .into_iter()
+        .map(|name| {
+            let found = secrets.iter().find(|s| {
+                s.metadata.namespace.as_deref() == Some("registry-credentials")
+                    && s.metadata.name.as_deref() == Some(name.as_str())
+            });
+            (name, found.cloned())
+        })
+        .collect();
+    let facts = ClusterFacts {
+        // Only registry types: the audit lists with a `type=` field selector.
+        secrets: secrets
+            .into_iter()
+            .filter(|s| s.type_.as_deref() != Some("Opaque"))
+            .collect(),
+        pods: pods
+            .into_iter()
+            .map(|p| serde_json::from_value::<Pod>(p).unwrap())
+            .collect(),
+        namespaces: NAMESPACES
+            .iter()
+            .map(|n| serde_json::from_value::<Namespace>(json!({"metadata": {"name": n}})).unwrap())
+            .collect(),
+        rule_sources,
+    };
+    (facts, policy)
+}
+
+fn codes(report: &pullsecret_injector::cmd::audit::AuditReport) -> BTreeSet<(String, String)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.code.to_string(), f.object.clone()))
+        .collect()
+}
+
+#[test]
+fn every_problem_is_found_once_and_healthy_objects_are_quiet() {
+    let (facts, policy) = cluster();
+    let report = audit(&facts, Some(&policy), "pullsecret-injector");
+    let want: BTreeSet<(String, String)> = [
+        ("secret-broken", "Secret team-c/broken"),
+        ("copy-drifted", "Secret team-b/gitlab-pull"),
+        ("copy-source-missing", "Secret team-b/gone"),
+        ("pod-uncovered", "Pod team-a/uncovered"),
+        ("pod-uncovered", "Pod team-a/private-registry"),
+        ("pod-secret-missing", "Pod team-a/dangling-ref"),
+        ("pod-secret-broken", "Pod team-c/uses-broken"),
+        ("rule-not-covered", "rule ecr"),
+        ("rule-secret-missing", "rule example"),
+        ("rule-secret-wrong-type", "rule ghcr"),
+    ]
+    .iter()
+    .map(|(c, o)| (c.to_string(), o.to_string()))
+    .collect();
+    assert_eq!(codes(&report), want, "{:#?}", report.findings);
+    assert_eq!(report.findings.len(), want.len(), "no duplicates");
+}
+
+#[test]
+fn policy_rule_gaps_are_errors_other_private_registries_warnings() {
+    let (facts, policy) = cluster();
+    let report = audit(&facts, Some(&policy), "pullsecret-injector");
+    let find = |object: &str| report.findings.iter().find(|f| f.object == object).unwrap();
+    let gitlab = find("Pod team-a/uncovered");
+    assert_eq!(serde_json::to_value(gitlab.severity).unwrap(), "error");
+    assert!(gitlab.message.contains("rule gitlab"), "{}", gitlab.message);
+    let quay = find("Pod team-a/private-registry");
+    assert_eq!(serde_json::to_value(quay.severity).unwrap(), "warning");
+    assert!(quay.message.contains("quay.io"), "{}", quay.message);
+    let ecr = find("rule ecr");
+    assert!(
+        ecr.message.contains("x.dkr.ecr.x.amazonaws.com"),
+        "{}",
+        ecr.message
+    );
+}
+
+#[test]
+fn secrets_are_listed_with_the_registries_they_cover() {
+    let (facts, policy) = cluster();
+    let report = audit(&facts, Some(&policy), "pullsecret-injector");
+    let hub = report
+        .secrets
+        .iter()
+        .find(|s| s.name == "hub-pull")
+        .unwrap();
+    assert_eq!(hub.registries, ["index.docker.io"]);
+    let copy = report
+        .secrets
+        .iter()
+        .find(|s| s.namespace == "team-a" && s.name == "gitlab-pull")
+        .unwrap();
+    assert_eq!(
+        copy.copy_of.as_deref(),
+        Some("registry-credentials/gitlab-pull")
+    );
+    assert_eq!(copy.registries, ["registry.gitlab.com"]);
+    let broken = report.secrets.iter().find(|s| s.name == "broken").unwrap();
+    assert!(broken.broken);
+    assert!(
+        !serde_json::to_string(&report)
+            .unwrap()
+            .contains("not base64!"),
+        "never echoes secret data"
+    );
+}
+
+#[test]
+fn without_a_policy_only_private_registries_need_secrets() {
+    let (facts, _) = cluster();
+    let report = audit(&facts, None, "pullsecret-injector");
+    let pods: BTreeSet<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == "pod-uncovered")
+        .map(|f| f.object.clone())
+        .collect();
+    // kube-system is skipped; the gitlab image is on a private registry either way.
+    assert_eq!(
+        pods,
+        ["Pod team-a/private-registry", "Pod team-a/uncovered"]
+            .map(String::from)
+            .into()
+    );
+    assert!(report.findings.iter().all(|f| !f.code.starts_with("rule-")));
+}
+
+// ---------------------------------------------------------------------------------------
+// The command against a (fake) API server, through a kubeconfig.
+
+/// Runs the binary off the runtime's threads (the fake answers on them).
+async fn run_audit(api: &FakeApiServer, args: &[&str]) -> std::process::Output {
+    let kubeconfig = api.kubeconfig_path().to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
+            .arg("audit")
+            .args(&args)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .output()
+            .expect("run pullsecret-injector")
+    })
+    .await
+    .unwrap()
+}
+
+async fn fake_cluster() -> FakeApiServer {
+    let api = FakeApiServer::start().await;
+    for ns in NAMESPACES.iter().chain(&["pullsecret-injector"]) {
+        if api.get_namespace(ns).is_none() {
+            api.put_namespace(ns, &[]);
+        }
+    }
+    let (secrets, pods) = objects();
+    for s in secrets {
+        api.put(Kind::Secrets, s);
+    }
+    for p in pods {
+        api.put(Kind::Pods, p);
+    }
+    api.put(
+        Kind::ConfigMaps,
+        json!({"metadata": {"name": "policy", "namespace": "pullsecret-injector"},
+               "data": {"policy.yaml": POLICY}}),
+    );
+    api
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_command_reports_the_cluster_and_exits_1() {
+    let api = fake_cluster().await;
+    let out = run_audit(
+        &api,
+        &[
+            "--policy-configmap",
+            "pullsecret-injector/policy",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: BTreeSet<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_string(),
+                f["object"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let (facts, policy) = cluster();
+    let want = codes(&audit(&facts, Some(&policy), "pullsecret-injector"));
+    assert_eq!(
+        got, want,
+        "the command reads the cluster the way the table test builds it"
+    );
+    assert!(want.len() >= 10);
+    let listed: BTreeSet<String> = report["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["namespace"].as_str().unwrap(),
+                s["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(listed.contains("registry-credentials/hub-pull"));
+    assert!(
+        !listed.contains("registry-credentials/opaque-pull"),
+        "only registry types are listed"
+    );
+
+    // Secrets are listed by type, never all at once.
+    let secret_lists: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| Match::any().method("GET").resource("secrets").matches(r) && r.name.is_none())
+        .map(|r| r.query)
+        .collect();
+    assert_eq!(secret_lists.len(), 2, "{secret_lists:?}");
+    assert!(
+        secret_lists
+            .iter()
+            .all(|q| q.contains("fieldSelector=type")),
+        "{secret_lists:?}"
+    );
+
+    let text = run_audit(&api, &["--policy-configmap", "pullsecret-injector/policy"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(
+            "registry-credentials/hub-pull [kubernetes.io/dockerconfigjson] covers: index.docker.io"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("[copy-drifted]"), "{text}");
+    assert!(
+        !text.contains("not base64!"),
+        "no secret data in the output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_cluster_exits_0_and_bad_policy_reference_exits_2() {
+    let api = FakeApiServer::start().await;
+    api.put_namespace("registry-credentials", &[]);
+    api.put_namespace("team-a", &[]);
+    let gitlab = config(&["registry.gitlab.com"]);
+    api.put(
+        Kind::Secrets,
+        secret("registry-credentials", "gitlab-pull", JSON_TYPE, &gitlab),
+    );
+    api.put(
+        Kind::Secrets,
+        copy_of(
+            "team-a",
+            "gitlab-pull",
+            "registry-credentials/gitlab-pull",
+            &gitlab,
+        ),
+    );
+    api.put(
+        Kind::Pods,
+        pod(
+            "team-a",
+            "web",
+            &["registry.gitlab.com/acme/app:1", "nginx"],
+            &["gitlab-pull"],
+        ),
+    );
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        "sourceNamespace: registry-credentials\nrules:\n  - name: gitlab\n    registries: [\"registry.gitlab.com/acme/\"]\n    secret: gitlab-pull\n",
+    )
+    .unwrap();
+    let out = run_audit(&api, &["--policy", policy.path().to_str().unwrap()]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No findings."));
+
+    let out = run_audit(&api, &["--policy-configmap", "pullsecret-injector/missing"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ConfigMap"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_clusters_are_read_page_by_page() {
+    let api = FakeApiServer::start().await;
+    api.put_namespace("team-a", &[]);
+    for i in 0..520 {
+        api.put(
+            Kind::Pods,
+            pod("team-a", &format!("p{i}"), &["quay.io/acme/app:1"], &[]),
+        );
+    }
+    let out = run_audit(&api, &["-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uncovered = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "pod-uncovered")
+        .count();
+    assert_eq!(uncovered, 520, "every Pod is read");
+    let pod_lists = api
+        .requests()
+        .into_iter()
+        .filter(|r| Match::any().method("GET").resource("pods").matches(r))
+        .count();
+    assert!(pod_lists >= 2, "read in pages ({pod_lists} requests)");
+}

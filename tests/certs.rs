@@ -1,0 +1,167 @@
+//! `certs`: the files it writes are what a manual install needs, and the serving certificate is
+//! accepted for the names the API server uses (checked with webpki, as a TLS client would).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
+
+fn verifier(ca_pem: &[u8]) -> Arc<WebPkiServerVerifier> {
+    pullsecret_injector::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn certs_writes_a_ca_and_a_serving_certificate_for_the_service_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = Command::new(BIN)
+        .args([
+            "certs",
+            "--service",
+            "psi",
+            "--namespace",
+            "infra",
+            "--days",
+            "30",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains(out.join("ca.crt").to_str().unwrap()),
+        "{stdout}"
+    );
+
+    let ca = std::fs::read(out.join("ca.crt")).unwrap();
+    let cert = std::fs::read(out.join("tls.crt")).unwrap();
+    let key = std::fs::read(out.join("tls.key")).unwrap();
+    assert!(
+        !stdout.contains(&String::from_utf8_lossy(&key).into_owned()),
+        "the key is never printed"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("tls.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    // webpki checks the chain to a CA:true issuer, the serverAuth EKU and the SAN.
+    let leaf = CertificateDer::from_pem_slice(&cert).unwrap();
+    let verifier = verifier(&ca);
+    for name in [
+        "psi",
+        "psi.infra",
+        "psi.infra.svc",
+        "psi.infra.svc.cluster.local",
+    ] {
+        let server_name = ServerName::try_from(name).unwrap();
+        verifier
+            .verify_server_cert(&leaf, &[], &server_name, &[], UnixTime::now())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let other = ServerName::try_from("psi.other.svc").unwrap();
+    assert!(
+        verifier
+            .verify_server_cert(&leaf, &[], &other, &[], UnixTime::now())
+            .is_err()
+    );
+
+    // And the key is the certificate's: rustls builds a server with the pair.
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key).unwrap();
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf], key)
+        .unwrap();
+}
+
+#[test]
+fn certs_for_another_service_are_not_trusted_by_this_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    for (service, sub) in [("a", "one"), ("b", "two")] {
+        let status = Command::new(BIN)
+            .args(["certs", "--service", service, "--namespace", "ns", "--out"])
+            .arg(dir.path().join(sub))
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+    }
+    // Each run makes its own CA: the second certificate does not chain to the first CA.
+    let ca_one = std::fs::read(dir.path().join("one/ca.crt")).unwrap();
+    let cert_two = std::fs::read(dir.path().join("two/tls.crt")).unwrap();
+    let leaf = CertificateDer::from_pem_slice(&cert_two).unwrap();
+    let name = ServerName::try_from("b.ns.svc").unwrap();
+    assert!(
+        verifier(&ca_one)
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .is_err()
+    );
+}
+
+#[test]
+fn certs_rejects_a_zero_validity() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(BIN)
+        .args([
+            "certs",
+            "--service",
+            "a",
+            "--namespace",
+            "ns",
+            "--days",
+            "0",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--days"));
+}
+
+#[test]
+fn certs_rejects_names_that_are_not_dns_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(BIN)
+        .args([
+            "certs",
+            "--service",
+            "My_Webhook",
+            "--namespace",
+            "ns",
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&run.stderr)
+            .contains("--service \"My_Webhook\" is not a DNS label")
+    );
+    assert!(!dir.path().join("out").exists());
+}

@@ -1,0 +1,379 @@
+//! End-to-end harness for the cluster side: the fake API server, the real `serve` binary
+//! pointed at it through KUBECONFIG, and AdmissionReviews sent over HTTPS by a client that
+//! verifies the webhook's certificate against the CA `--self-signed` wrote.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+use crate::support::fake_apiserver::FakeApiServer;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
+pub const WEBHOOK_NS: &str = "pullsecret-injector";
+pub const POLICY_CM: &str = "pullsecret-injector-policy";
+pub const SOURCE_NS: &str = "registry-credentials";
+pub const SECRET: &str = "gitlab-deploy-token";
+pub const IMAGE: &str = "registry.gitlab.com/acme/app:1.0";
+pub const MANAGED_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const SOURCE_ANNOTATION: &str = "pullsecret-injector.io/source";
+pub const HASH_ANNOTATION: &str = "pullsecret-injector.io/source-hash";
+
+/// Bound for conditions that normally hold within milliseconds (CI has 2 busy cores).
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn policy_yaml(secret: &str) -> String {
+    format!(
+        "sourceNamespace: {SOURCE_NS}\nrules:\n  - name: gitlab\n    registries: [\"registry.gitlab.com/acme/\"]\n    secret: {secret}\n"
+    )
+}
+
+pub fn dockerconfigjson(token: &str) -> Vec<u8> {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("deploy:{token}"));
+    json!({"auths": {"registry.gitlab.com": {"auth": auth}}})
+        .to_string()
+        .into_bytes()
+}
+
+pub fn pull_secret(namespace: &str, name: &str, token: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(dockerconfigjson(token)),
+        )])),
+        ..Secret::default()
+    }
+}
+
+pub fn policy_configmap(text: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(POLICY_CM.into()),
+            namespace: Some(WEBHOOK_NS.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "policy.yaml".to_string(),
+            text.to_string(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The fake cluster every test starts from: the webhook's namespace with the policy
+/// ConfigMap, and the source namespace with a valid pull secret.
+pub async fn cluster() -> FakeApiServer {
+    let api = FakeApiServer::start().await;
+    api.put_namespace(WEBHOOK_NS, &[]);
+    api.put_namespace(SOURCE_NS, &[]);
+    api.put_configmap(&policy_configmap(&policy_yaml(SECRET)));
+    api.put_secret(&pull_secret(SOURCE_NS, SECRET, "token-v1"));
+    api
+}
+
+/// Secret data as the source holds it, for comparisons.
+pub fn data_of(secret: &Secret) -> BTreeMap<String, ByteString> {
+    secret.data.clone().unwrap_or_default()
+}
+
+pub fn is_managed_copy(secret: &Secret) -> bool {
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    labels.get(MANAGED_LABEL).map(String::as_str) == Some("pullsecret-injector")
+        && annotations.get(SOURCE_ANNOTATION).map(String::as_str)
+            == Some(&format!("{SOURCE_NS}/{SECRET}") as &str)
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One running `pullsecret-injector serve` process.
+pub struct Webhook {
+    child: Child,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
+    line.get(name)
+        .or_else(|| line.get("fields").and_then(|f| f.get(name)))
+        .and_then(Value::as_str)
+}
+
+impl Webhook {
+    /// Starts `serve --policy-configmap` against `api`, waits until /readyz says ready.
+    pub async fn start(api: &FakeApiServer, extra: &[&str]) -> Self {
+        let hook = Self::spawn(api.kubeconfig_path(), extra).await;
+        hook.wait_ready().await;
+        hook
+    }
+
+    /// Starts the process with `--policy-configmap` and waits only for its listeners.
+    pub async fn spawn(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--policy-configmap", POLICY_CM];
+        args.extend_from_slice(extra);
+        Self::spawn_raw(kubeconfig, &args).await
+    }
+
+    /// Starts `serve` with only the TLS, listener and namespace flags added to `args`.
+    pub async fn spawn_raw(kubeconfig: &Path, args: &[&str]) -> Self {
+        pullsecret_injector::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(BIN)
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--self-signed",
+                "--self-signed-dir",
+            ])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--namespace", WEBHOOK_NS])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,pullsecret_injector=debug")
+            .env_remove("POD_NAMESPACE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line)
+                    && let (Some(https), Some(admin)) =
+                        (field(&value, "https"), field(&value, "admin"))
+                    && let (Ok(https), Ok(admin)) = (https.parse(), admin.parse())
+                {
+                    let _ = tx.send((https, admin));
+                }
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        let (https, admin): (SocketAddr, SocketAddr) =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
+                .await
+                .expect("join")
+                .unwrap_or_else(|_| {
+                    panic!("serve did not report its listeners within {DEADLINE:?}")
+                });
+        let client = https_client(&dir.path().join("ca.crt"));
+        Self {
+            child,
+            https,
+            admin,
+            logs,
+            client,
+            _dir: dir,
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn readyz(&self) -> (u16, String) {
+        let url = format!("http://{}/readyz?verbose", self.admin);
+        match reqwest::get(&url).await {
+            Ok(resp) => {
+                let code = resp.status().as_u16();
+                (code, resp.text().await.unwrap_or_default())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually("serve ready", DEADLINE, || async {
+            let (code, _) = self.readyz().await;
+            (code == 200).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.admin);
+        reqwest::get(&url)
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Value of one metric sample line (`name{labels} value`), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Sends an AdmissionReview for a Pod running `image` in `namespace`; returns the
+    /// `response` object and how long the answer took.
+    pub async fn admit(&self, namespace: &str, image: &str, dry_run: bool) -> (Value, Duration) {
+        let uid = format!(
+            "uid-{}",
+            NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let review = admission_review(&uid, namespace, image, dry_run);
+        let url = format!("https://localhost:{}/mutate", self.https.port());
+        let started = Instant::now();
+        let resp = self
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(review.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("POST /mutate: {e}\nserve log:\n{}", self.logs().join("\n"))
+            });
+        let elapsed = started.elapsed();
+        assert_eq!(resp.status().as_u16(), 200, "POST /mutate status");
+        let body: Value = resp.json().await.expect("AdmissionReview JSON");
+        let response = body.get("response").cloned().expect("response");
+        assert_eq!(response["uid"], uid, "uid echoed");
+        (response, elapsed)
+    }
+}
+
+static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn https_client(ca: &PathBuf) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("ca.crt written by --self-signed");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("https client")
+}
+
+pub fn admission_review(uid: &str, namespace: &str, image: &str, dry_run: bool) -> Value {
+    let gvk = json!({"group": "", "version": "v1", "kind": "Pod"});
+    let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod_object(namespace, image),
+            "oldObject": null,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+pub fn pod_object(namespace: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-", "namespace": namespace},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    })
+}
+
+/// The imagePullSecrets names the response's patch gives the Pod.
+pub fn injected_names(response: &Value) -> Vec<String> {
+    let Some(patch) = response.get("patch").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .expect("patch base64");
+    let ops: Value = serde_json::from_slice(&bytes).expect("patch JSON");
+    let mut pod = pod_object("any", IMAGE);
+    json_patch::patch(
+        &mut pod,
+        &serde_json::from_value::<json_patch::Patch>(ops)
+            .expect("patch ops")
+            .0,
+    )
+    .expect("patch applies");
+    pod["spec"]["imagePullSecrets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn warnings(response: &Value) -> Vec<String> {
+    response
+        .get("warnings")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
