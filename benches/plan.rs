@@ -50,8 +50,14 @@ fn history(c: &mut Criterion) {
     let pod = typical_pod();
     let policy = Policy::parse(&policy_yaml(100), "bench.yaml").expect("bench policy");
     let mut group = c.benchmark_group("plan/after_pods");
+    // `cargo test --all-targets` runs each benchmark once, unoptimized: keep that quick.
+    let long = if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        100
+    };
     let mut planned = 0;
-    for &before in &[0usize, 100_000] {
+    for before in [0usize, long] {
         // Plan `before` distinct Pods (own names, namespaces, images) first.
         while planned < before {
             let other = distinct_pod(planned);
