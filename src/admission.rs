@@ -21,6 +21,7 @@ use thiserror::Error;
 use tracing::{Instrument, Span, debug, field::Empty, info, warn};
 
 use crate::plan::{self, Namespace, Operation};
+use crate::policy::{NamespaceVerdict, Policy};
 use crate::state::AppState;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -28,6 +29,10 @@ pub const KIND: &str = "AdmissionReview";
 
 /// kube-apiserver keeps the `?timeout=` we are given; leave this much for the answer to travel.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+/// Longest wait for a brand-new namespace to reach the watch cache. A Namespace and a
+/// Deployment applied together race it by milliseconds; a namespace that never shows up
+/// (or a cache that is down) must not cost more than this.
+const NAMESPACE_WAIT: Duration = Duration::from_millis(250);
 /// Our share of the apiserver's 4096-rune warning budget per request.
 const MAX_WARNINGS: usize = 10;
 const MAX_WARNING_RUNES: usize = 256;
@@ -160,8 +165,12 @@ pub async fn respond(
     body: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Answer, AdmissionError> {
-    let review: ReviewIn = serde_json::from_slice(body)
-        .map_err(|e| AdmissionError::BadRequest(format!("body is not an AdmissionReview: {e}")))?;
+    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| {
+        AdmissionError::BadRequest(format!(
+            "body is not an AdmissionReview: {}",
+            json_problem(&e)
+        ))
+    })?;
     if review.kind != KIND || review.api_version != API_VERSION {
         return Err(AdmissionError::BadRequest(format!(
             "expected kind {KIND} apiVersion {API_VERSION}, got kind {:?} apiVersion {:?}",
@@ -176,6 +185,9 @@ pub async fn respond(
             "AdmissionReview request has no uid".into(),
         ));
     }
+    // Recorded as soon as known, so that everything logged for this request carries them.
+    let span = Span::current();
+    span.record("uid", request.uid.as_str());
 
     let mut answer = Answer {
         body: Vec::new(),
@@ -211,8 +223,9 @@ pub async fn respond(
         .object
         .clone()
         .ok_or_else(|| AdmissionError::BadRequest("Pod request has no object".into()))?;
-    let pod: Pod = serde_json::from_value(object)
-        .map_err(|e| AdmissionError::BadRequest(format!("request object is not a Pod: {e}")))?;
+    let pod: Pod = serde_json::from_value(object).map_err(|e| {
+        AdmissionError::BadRequest(format!("request object is not a Pod: {}", json_problem(&e)))
+    })?;
     if answer.namespace.is_empty() {
         answer.namespace = pod.metadata.namespace.clone().unwrap_or_default();
     }
@@ -229,6 +242,8 @@ pub async fn respond(
             "Pod request has no namespace".into(),
         ));
     }
+    span.record("namespace", answer.namespace.as_str());
+    span.record("pod", answer.pod.as_str());
     debug!(
         subresource = request.sub_resource.as_deref().unwrap_or(""),
         "deciding"
@@ -243,7 +258,32 @@ pub async fn respond(
         )?;
         return Ok(answer);
     };
-    let labels: Option<BTreeMap<String, String>> = state.namespaces.labels(&answer.namespace);
+    let mut deadline = match timeout {
+        Some(t) => state.copy_deadline.min(t.saturating_sub(TIMEOUT_MARGIN)),
+        None => state.copy_deadline,
+    };
+    let mut labels: Option<BTreeMap<String, String>> = state.namespaces.labels(&answer.namespace);
+    if labels.is_none()
+        && selector_needs_labels(&policy, &answer.namespace, &state.webhook_namespace)
+    {
+        let budget = NAMESPACE_WAIT.min(deadline);
+        debug!(
+            budget_ms = budget.as_millis(),
+            "waiting for namespace labels"
+        );
+        let started = Instant::now();
+        labels = state
+            .namespaces
+            .wait_for_labels(&answer.namespace, budget)
+            .await;
+        let waited = started.elapsed();
+        debug!(
+            waited_ms = waited.as_millis(),
+            found = labels.is_some(),
+            "waited for namespace labels"
+        );
+        deadline = deadline.saturating_sub(waited);
+    }
     let namespace = Namespace {
         name: &answer.namespace,
         labels: labels.as_ref(),
@@ -261,10 +301,6 @@ pub async fn respond(
         && !dry_run
         && !decision.secrets.is_empty()
     {
-        let deadline = match timeout {
-            Some(t) => state.copy_deadline.min(t.saturating_sub(TIMEOUT_MARGIN)),
-            None => state.copy_deadline,
-        };
         let warnings = ensurer
             .ensure(&answer.namespace, &decision.secrets, deadline)
             .await;
@@ -286,6 +322,34 @@ pub async fn respond(
     };
     answer.body = encode(&request.uid, patch.as_deref(), decision.warnings)?;
     Ok(answer)
+}
+
+/// Whether some rule's selector is all that stands between the namespace and the rule, so
+/// its labels are worth waiting for.
+fn selector_needs_labels(policy: &Policy, namespace: &str, webhook_namespace: &str) -> bool {
+    !policy.namespace_excluded(namespace, webhook_namespace)
+        && policy
+            .rules
+            .iter()
+            .any(|r| r.namespace_verdict(namespace, None) == NamespaceVerdict::LabelsUnknown)
+}
+
+/// What is wrong with a JSON document, without quoting it: serde's message repeats the
+/// offending value, and a Pod's env values can be credentials. This text reaches the log and
+/// the caller.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "invalid JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "a field has the wrong type or a required one is missing",
+        Category::Io => "unreadable body",
+    };
+    if e.line() == 0 {
+        what.to_string()
+    } else {
+        format!("{what} at line {} column {}", e.line(), e.column())
+    }
 }
 
 fn encode(
@@ -480,6 +544,25 @@ mod tests {
         let bad = AdmissionError::BadRequest("body is not an AdmissionReview".into());
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
         assert_eq!(bad.body(), br#"{"error":"body is not an AdmissionReview"}"#);
+    }
+
+    #[test]
+    fn decode_errors_do_not_quote_the_request() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"ns","operation":"CREATE","object":{"spec":{"containers":[{"name":"a","ports":[{"containerPort":"hunter2-secret"}]}]}}}}"#;
+        let state = AppState::offline(None, "pullsecret-injector");
+        let err = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(respond(&state, body, None))
+            .unwrap_err();
+        let text = String::from_utf8(err.body()).unwrap();
+        assert!(text.contains("not a Pod"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = serde_json::from_slice::<ReviewIn>(br#"{"kind": 42}"#).unwrap_err();
+        assert_eq!(
+            json_problem(&err),
+            "a field has the wrong type or a required one is missing at line 1 column 11"
+        );
     }
 
     #[test]

@@ -45,6 +45,18 @@ impl PolicyStore {
 pub trait NamespaceLabels: Send + Sync {
     /// `None` when the namespace is not (yet) known to the cache.
     fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+
+    /// Like `labels`, but when the namespace is not known yet, waits up to `timeout` for the
+    /// cache to learn it (a Namespace and its Pods applied together race the watch).
+    /// The default answers at once: a static source never learns more.
+    fn wait_for_labels<'a>(
+        &'a self,
+        namespace: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Option<BTreeMap<String, String>>> {
+        let _ = timeout;
+        Box::pin(std::future::ready(self.labels(namespace)))
+    }
 }
 
 /// Used when there is no cluster: only the labels given on the command line, or none.

@@ -5,13 +5,10 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use pullsecret_injector::admission;
 use pullsecret_injector::plan::SecretNeed;
 use pullsecret_injector::policy::Policy;
 use pullsecret_injector::state::{AppState, BoxFuture, SecretEnsurer};
@@ -53,10 +50,8 @@ fn state(ensurer: Option<Arc<RecordingEnsurer>>) -> AppState {
 }
 
 async fn post_body(state: AppState, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let app = Router::new()
-        .route("/mutate", post(admission::mutate))
-        .with_state(state);
-    let response = app
+    // The production router: the body limit and every layer `serve` runs.
+    let response = pullsecret_injector::router(state)
         .oneshot(
             Request::post(uri)
                 .header("content-type", "application/json")

@@ -10,8 +10,10 @@ use std::collections::BTreeSet;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use pullsecret_injector::cmd::audit::{ClusterFacts, audit};
+use pullsecret_injector::k8s::content_hash;
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
+use support::cli;
 use support::fake_apiserver::{FakeApiServer, Kind, Match};
 
 const POLICY: &str = "\
@@ -58,12 +60,27 @@ fn secret(ns: &str, name: &str, type_: &str, config: &str) -> Value {
         "type": type_, "data": {".dockerconfigjson": b64(config)}})
 }
 
+/// A managed copy as the copier writes it: its source-hash annotation is the hash of the
+/// content it was written with (`config`).
 fn copy_of(ns: &str, name: &str, source: &str, config: &str) -> Value {
-    let mut s = secret(ns, name, "kubernetes.io/dockerconfigjson", config);
+    let mut s = secret(ns, name, JSON_TYPE, config);
+    let hash = hash_of(&s);
     s["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "pullsecret-injector"});
     s["metadata"]["annotations"] = json!({"pullsecret-injector.io/source": source,
-        "pullsecret-injector.io/source-hash": "sha256:0"});
+        "pullsecret-injector.io/source-hash": hash});
     s
+}
+
+/// A managed copy written with `written` whose data someone then replaced with `edited`.
+fn edited_copy(ns: &str, name: &str, source: &str, written: &str, edited: &str) -> Value {
+    let mut s = copy_of(ns, name, source, written);
+    s["data"] = secret(ns, name, JSON_TYPE, edited)["data"].clone();
+    s
+}
+
+/// The cluster side's content hash of a Secret given as JSON.
+fn hash_of(secret: &Value) -> String {
+    content_hash(&serde_json::from_value::<Secret>(secret.clone()).unwrap())
 }
 
 fn pod(ns: &str, name: &str, images: &[&str], pull: &[&str]) -> Value {
@@ -120,6 +137,13 @@ fn objects() -> (Vec<Value>, Vec<Value>) {
             &config(&["registry.gitlab.com", "old.example.com"]),
         ),
         copy_of("team-b", "gone", "registry-credentials/deleted", &gitlab),
+        edited_copy(
+            "team-c",
+            "gitlab-pull",
+            "registry-credentials/gitlab-pull",
+            &gitlab,
+            &config(&["registry.gitlab.com", "edited.example.com"]),
+        ),
         secret(
             "team-c",
             "broken",
@@ -210,7 +234,8 @@ fn every_problem_is_found_once_and_healthy_objects_are_quiet() {
     let report = audit(&facts, Some(&policy), "pullsecret-injector");
     let want: BTreeSet<(String, String)> = [
         ("secret-broken", "Secret team-c/broken"),
-        ("copy-drifted", "Secret team-b/gitlab-pull"),
+        ("copy-stale", "Secret team-b/gitlab-pull"),
+        ("copy-edited", "Secret team-c/gitlab-pull"),
         ("copy-source-missing", "Secret team-b/gone"),
         ("pod-uncovered", "Pod team-a/uncovered"),
         ("pod-uncovered", "Pod team-a/private-registry"),
@@ -296,6 +321,116 @@ fn without_a_policy_only_private_registries_need_secrets() {
     assert!(report.findings.iter().all(|f| !f.code.starts_with("rule-")));
 }
 
+/// Audits only these Secrets (no Pods, no policy); returns the `copy-*` findings as
+/// (code, object, message), in the audit's order.
+fn copy_findings(secrets: &[Value]) -> Vec<(String, String, String)> {
+    let facts = ClusterFacts {
+        secrets: secrets
+            .iter()
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .collect(),
+        pods: Vec::new(),
+        namespaces: Vec::new(),
+        rule_sources: Default::default(),
+    };
+    let report = audit(&facts, None, "pullsecret-injector");
+    report
+        .findings
+        .into_iter()
+        .filter(|f| f.code.starts_with("copy-"))
+        .map(|f| {
+            assert_eq!(serde_json::to_value(f.severity).unwrap(), "error", "{f:?}");
+            (f.code.to_string(), f.object, f.message)
+        })
+        .collect()
+}
+
+#[test]
+fn stale_and_hand_edited_copies_are_told_apart_by_the_source_hash() {
+    let v1 = config(&["registry.gitlab.com"]);
+    let v2 = config(&["registry.gitlab.com", "mirror.example.com"]);
+    let source = "registry-credentials/gitlab-pull";
+    let mut unannotated = copy_of("team-e", "gitlab-pull", source, &v2);
+    unannotated["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pullsecret-injector.io/source-hash");
+    let secrets = [
+        // The source, rotated from v1 to v2.
+        secret("registry-credentials", "gitlab-pull", JSON_TYPE, &v2),
+        // Written after the rotation: current, not reported.
+        copy_of("team-a", "gitlab-pull", source, &v2),
+        // Written before the rotation and left alone since: stale.
+        copy_of("team-b", "gitlab-pull", source, &v1),
+        // Written after the rotation, then its data replaced by hand.
+        edited_copy("team-c", "gitlab-pull", source, &v2, &v1),
+        // Written before the rotation, then set by hand to what the source now holds: the
+        // credentials work, but the copy is not what the injector wrote.
+        edited_copy("team-d", "gitlab-pull", source, &v1, &v2),
+        unannotated,
+        // A source recreated with another type: the copy's type is stale.
+        secret(
+            "registry-credentials",
+            "cfg-pull",
+            "kubernetes.io/dockercfg",
+            &v1,
+        ),
+        copy_of("team-f", "cfg-pull", "registry-credentials/cfg-pull", &v1),
+    ];
+    let findings = copy_findings(&secrets);
+    let got: Vec<(&str, &str)> = findings
+        .iter()
+        .map(|(code, object, _)| (code.as_str(), object.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("copy-stale", "Secret team-b/gitlab-pull"),
+            ("copy-edited", "Secret team-c/gitlab-pull"),
+            ("copy-edited", "Secret team-d/gitlab-pull"),
+            ("copy-edited", "Secret team-e/gitlab-pull"),
+            ("copy-stale", "Secret team-f/cfg-pull"),
+        ],
+        "{findings:#?}"
+    );
+    let message = |object: &str| {
+        findings
+            .iter()
+            .find(|(_, o, _)| o == object)
+            .map(|(_, _, m)| m.as_str())
+            .unwrap()
+    };
+    let stale = message("Secret team-b/gitlab-pull");
+    assert!(
+        stale.contains(source) && stale.contains("older version") && stale.contains("data"),
+        "{stale}"
+    );
+    assert!(
+        message("Secret team-f/cfg-pull").contains("type"),
+        "{findings:#?}"
+    );
+    for object in ["Secret team-c/gitlab-pull", "Secret team-d/gitlab-pull"] {
+        let edited = message(object);
+        assert!(
+            edited.contains("edited by hand")
+                && edited.contains("no longer match its pullsecret-injector.io/source-hash"),
+            "{edited}"
+        );
+    }
+    let unannotated = message("Secret team-e/gitlab-pull");
+    assert!(
+        unannotated.contains("edited by hand")
+            && unannotated.contains("carries no pullsecret-injector.io/source-hash"),
+        "{unannotated}"
+    );
+    for (_, _, message) in &findings {
+        assert!(
+            !message.contains(&b64(&v1)) && !message.contains(&b64(&v2)),
+            "never echoes secret data: {message}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The command against a (fake) API server, through a kubeconfig.
 
@@ -304,13 +439,13 @@ async fn run_audit(api: &FakeApiServer, args: &[&str]) -> std::process::Output {
     let kubeconfig = api.kubeconfig_path().to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-            .arg("audit")
-            .args(&args)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("POD_NAMESPACE")
-            .output()
-            .expect("run pullsecret-injector")
+        cli::run_command(
+            cli::command()
+                .arg("audit")
+                .args(&args)
+                .env("KUBECONFIG", kubeconfig),
+            b"",
+        )
     })
     .await
     .unwrap()
@@ -351,12 +486,7 @@ async fn audit_command_reports_the_cluster_and_exits_1() {
         ],
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::assert_exit(&out, 1);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let got: BTreeSet<(String, String)> = report["findings"]
         .as_array()
@@ -417,7 +547,8 @@ async fn audit_command_reports_the_cluster_and_exits_1() {
         ),
         "{text}"
     );
-    assert!(text.contains("[copy-drifted]"), "{text}");
+    assert!(text.contains("[copy-stale]"), "{text}");
+    assert!(text.contains("[copy-edited]"), "{text}");
     assert!(
         !text.contains("not base64!"),
         "no secret data in the output"

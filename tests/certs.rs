@@ -1,15 +1,31 @@
 //! `certs`: the files it writes are what a manual install needs, and the serving certificate is
 //! accepted for the names the API server uses (checked with webpki, as a TLS client would).
 
-use std::process::Command;
+mod support {
+    pub mod cli;
+}
+
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use support::cli;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
+/// Runs `certs --service SERVICE --namespace NAMESPACE EXTRA... --out OUT`.
+fn certs(service: &str, namespace: &str, extra: &[&str], out: &Path) -> Output {
+    cli::run_command(
+        cli::command()
+            .args(["certs", "--service", service, "--namespace", namespace])
+            .args(extra)
+            .arg("--out")
+            .arg(out),
+        b"",
+    )
+}
 
 fn verifier(ca_pem: &[u8]) -> Arc<WebPkiServerVerifier> {
     pullsecret_injector::install_crypto_provider();
@@ -26,20 +42,7 @@ fn verifier(ca_pem: &[u8]) -> Arc<WebPkiServerVerifier> {
 fn certs_writes_a_ca_and_a_serving_certificate_for_the_service_names() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let run = Command::new(BIN)
-        .args([
-            "certs",
-            "--service",
-            "psi",
-            "--namespace",
-            "infra",
-            "--days",
-            "30",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = certs("psi", "infra", &["--days", "30"], &out);
     assert!(
         run.status.success(),
         "{}",
@@ -102,12 +105,7 @@ fn certs_writes_a_ca_and_a_serving_certificate_for_the_service_names() {
 fn certs_for_another_service_are_not_trusted_by_this_ca() {
     let dir = tempfile::tempdir().unwrap();
     for (service, sub) in [("a", "one"), ("b", "two")] {
-        let status = Command::new(BIN)
-            .args(["certs", "--service", service, "--namespace", "ns", "--out"])
-            .arg(dir.path().join(sub))
-            .output()
-            .unwrap()
-            .status;
+        let status = certs(service, "ns", &[], &dir.path().join(sub)).status;
         assert!(status.success());
     }
     // Each run makes its own CA: the second certificate does not chain to the first CA.
@@ -125,20 +123,7 @@ fn certs_for_another_service_are_not_trusted_by_this_ca() {
 #[test]
 fn certs_rejects_a_zero_validity() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Command::new(BIN)
-        .args([
-            "certs",
-            "--service",
-            "a",
-            "--namespace",
-            "ns",
-            "--days",
-            "0",
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let run = certs("a", "ns", &["--days", "0"], dir.path());
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--days"));
 }
@@ -146,18 +131,7 @@ fn certs_rejects_a_zero_validity() {
 #[test]
 fn certs_rejects_names_that_are_not_dns_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Command::new(BIN)
-        .args([
-            "certs",
-            "--service",
-            "My_Webhook",
-            "--namespace",
-            "ns",
-            "--out",
-        ])
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
+    let run = certs("My_Webhook", "ns", &[], &dir.path().join("out"));
     assert_eq!(run.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&run.stderr)

@@ -2,31 +2,8 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
 use serde_json::{Value, json};
-use support::{POLICY, SAMPLES_POLICY, samples_dir};
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"));
-    cmd.env_remove("POD_NAMESPACE");
-    cmd
-}
-
-fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
+use support::{POLICY, SAMPLES_POLICY, cli, samples_dir};
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
@@ -38,13 +15,8 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 fn check_accepts_a_valid_policy_with_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(&dir, "policy.yaml", POLICY);
-    let out = run(bin().args(["check", "--policy", &policy]), None);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli::run(&["check", "--policy", &policy], b"");
+    cli::assert_exit(&out, 0);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     assert!(stdout.contains("ok: 5 rules, 4 secrets"), "{stdout}");
@@ -55,7 +27,7 @@ fn check_lists_every_problem_as_file_line_col() {
     let dir = tempfile::tempdir().unwrap();
     let text = "sourceNamespace: creds\nrules:\n  - name: a\n    registries: []\n    secret: s\n  - name: a\n    registries: [\"q[.io\"]\n    secret: s\n";
     let policy = write(&dir, "bad.yaml", text);
-    let out = run(bin().args(["check", "--policy", &policy]), None);
+    let out = cli::run(&["check", "--policy", &policy], b"");
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
@@ -78,7 +50,7 @@ fn check_lists_every_problem_as_file_line_col() {
         "unknown.yaml",
         "sourceNamespace: creds\nexcludeNamespace: [a]\n",
     );
-    let out = run(bin().args(["check", "--policy", &unknown]), None);
+    let out = cli::run(&["check", "--policy", &unknown], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8(out.stdout)
@@ -89,10 +61,7 @@ fn check_lists_every_problem_as_file_line_col() {
 
 #[test]
 fn check_of_a_missing_file_is_a_usage_error() {
-    let out = run(
-        bin().args(["check", "--policy", "/nonexistent/policy.yaml"]),
-        None,
-    );
+    let out = cli::run(&["check", "--policy", "/nonexistent/policy.yaml"], b"");
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -100,8 +69,8 @@ fn check_of_a_missing_file_is_a_usage_error() {
 fn explain_json_has_exactly_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(&dir, "policy.yaml", POLICY);
-    let out = run(
-        bin().args([
+    let out = cli::run(
+        &[
             "explain",
             "--policy",
             &policy,
@@ -109,15 +78,10 @@ fn explain_json_has_exactly_the_documented_keys() {
             "registry.gitlab.com/acme/mirror/app:1",
             "-o",
             "json",
-        ]),
-        None,
+        ],
+        b"",
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::assert_exit(&out, 0);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v,
@@ -141,11 +105,11 @@ fn explain_honours_namespace_labels_and_works_without_a_policy() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(&dir, "policy.yaml", POLICY);
     let explain = |extra: &[&str]| -> Value {
-        let out = run(
-            bin()
+        let out = cli::run_command(
+            cli::command()
                 .args(["explain", "--image", "quay.io/acme/x", "-o", "json"])
                 .args(extra),
-            None,
+            b"",
         );
         assert_eq!(out.status.code(), Some(0));
         serde_json::from_slice(&out.stdout).unwrap()
@@ -167,10 +131,7 @@ fn explain_honours_namespace_labels_and_works_without_a_policy() {
 
 #[test]
 fn explain_of_an_invalid_image_is_an_answer_not_an_error() {
-    let out = run(
-        bin().args(["explain", "--image", "Not/Valid", "-o", "json"]),
-        None,
-    );
+    let out = cli::run(&["explain", "--image", "Not/Valid", "-o", "json"], b"");
     assert_eq!(out.status.code(), Some(0));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
@@ -178,7 +139,7 @@ fn explain_of_an_invalid_image_is_an_answer_not_an_error() {
     assert_eq!(v["registry"], Value::Null);
     assert_eq!(v.as_object().unwrap().len(), 10);
 
-    let text = run(bin().args(["explain", "--image", "nginx"]), None);
+    let text = cli::run(&["explain", "--image", "nginx"], b"");
     assert_eq!(text.status.code(), Some(0));
     assert!(
         String::from_utf8(text.stdout)
@@ -191,10 +152,7 @@ fn explain_of_an_invalid_image_is_an_answer_not_an_error() {
 fn explain_with_a_broken_policy_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(&dir, "bad.yaml", "sourceNamespace: creds\nrules: 5\n");
-    let out = run(
-        bin().args(["explain", "--policy", &policy, "--image", "nginx"]),
-        None,
-    );
+    let out = cli::run(&["explain", "--policy", &policy, "--image", "nginx"], b"");
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8(out.stderr)
@@ -208,16 +166,11 @@ fn review_answers_an_admission_review_like_serve() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(&dir, "policy.yaml", SAMPLES_POLICY);
     let sample = samples_dir().join("02_pod_create_dryrun.json");
-    let out = run(
-        bin().args(["review", "--policy", &policy, sample.to_str().unwrap()]),
-        None,
+    let out = cli::run(
+        &["review", "--policy", &policy, sample.to_str().unwrap()],
+        b"",
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::assert_exit(&out, 0);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kind"], "AdmissionReview");
     assert_eq!(v["response"]["uid"], "0c9d8e7f-6a5b-4c3d-2e1f-a0b9c8d7e6f5");
@@ -230,8 +183,8 @@ fn review_of_a_bare_yaml_pod_on_stdin_prints_the_patched_pod() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(&dir, "policy.yaml", POLICY);
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: api\nspec:\n  imagePullSecrets: [{name: mine}]\n  containers:\n    - name: api\n      image: registry.gitlab.com/acme/api:1\n";
-    let out = run(
-        bin().args([
+    let out = cli::run(
+        &[
             "review",
             "--policy",
             &policy,
@@ -240,15 +193,10 @@ fn review_of_a_bare_yaml_pod_on_stdin_prints_the_patched_pod() {
             "--output",
             "patched",
             "-",
-        ]),
-        Some(pod.as_bytes()),
+        ],
+        pod.as_bytes(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::assert_exit(&out, 0);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["spec"]["imagePullSecrets"],
@@ -260,8 +208,8 @@ fn review_of_a_bare_yaml_pod_on_stdin_prints_the_patched_pod() {
     );
 
     // The same Pod in the webhook's own namespace is left alone.
-    let out = run(
-        bin().args([
+    let out = cli::run(
+        &[
             "review",
             "--policy",
             &policy,
@@ -270,8 +218,8 @@ fn review_of_a_bare_yaml_pod_on_stdin_prints_the_patched_pod() {
             "--webhook-namespace",
             "psi",
             "-",
-        ]),
-        Some(pod.as_bytes()),
+        ],
+        pod.as_bytes(),
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["response"].get("patch").is_none(), "{v}");
@@ -282,15 +230,12 @@ fn review_of_a_bare_yaml_pod_on_stdin_prints_the_patched_pod() {
 fn review_rejects_input_that_is_neither_review_nor_pod() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(&dir, "policy.yaml", POLICY);
-    let out = run(
-        bin().args(["review", "--policy", &policy]),
-        Some(b"kind: ConfigMap\n"),
-    );
+    let out = cli::run(&["review", "--policy", &policy], b"kind: ConfigMap\n");
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    let out = run(
-        bin().args(["review", "--policy", &policy]),
-        Some(b"{\"kind\":\"AdmissionReview\"}"),
+    let out = cli::run(
+        &["review", "--policy", &policy],
+        b"{\"kind\":\"AdmissionReview\"}",
     );
     assert_eq!(out.status.code(), Some(1));
 }

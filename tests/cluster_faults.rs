@@ -104,16 +104,9 @@ async fn retries_stop_when_the_namespace_is_gone_or_the_policy_drops_the_secret(
     assert!(!warnings(&response).is_empty());
     api.terminate_namespace("team-t");
     api.finalize_namespace("team-t");
-    eventually(
-        "retry for a deleted namespace dropped",
-        DEADLINE,
-        || async {
-            hook.logs()
-                .iter()
-                .any(|l| l.contains("namespace gone; copy dropped") && l.contains("team-t"))
-                .then_some(())
-        },
-    )
+    hook.wait_log("retry for a deleted namespace dropped", DEADLINE, |l| {
+        l.contains("namespace gone; copy dropped") && l.contains("team-t")
+    })
     .await;
     api.clear_fault(forbidden);
 
@@ -128,15 +121,10 @@ async fn retries_stop_when_the_namespace_is_gone_or_the_policy_drops_the_secret(
     assert!(warnings(&response).iter().any(|w| w.contains("background")));
     api.put_secret(&pull_secret(SOURCE_NS, "other-token", "x"));
     api.put_configmap(&policy_configmap(&policy_yaml("other-token")));
-    eventually(
+    hook.wait_log(
         "retry for a secret the policy no longer names dropped",
         DEADLINE,
-        || async {
-            hook.logs()
-                .iter()
-                .any(|l| l.contains("policy no longer names this copy") && l.contains("team-p"))
-                .then_some(())
-        },
+        |l| l.contains("policy no longer names this copy") && l.contains("team-p"),
     )
     .await;
     api.clear_fault(failing);

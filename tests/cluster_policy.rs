@@ -67,13 +67,11 @@ async fn bad_configmap_edit_keeps_the_old_policy_and_a_good_one_applies_within_2
     );
 
     api.put_configmap(&policy_configmap("sourceNamespace: x\nrules:\n  - name: broken\n    registries: []\n    secret: s\n    surprise: true\n"));
-    eventually("reload error counted", DEADLINE, || async {
-        (hook
-            .metric("pullsecret_injector_policy_reload_errors_total")
-            .await
-            == 1.0)
-            .then_some(())
-    })
+    hook.wait_metric(
+        "pullsecret_injector_policy_reload_errors_total",
+        1.0,
+        DEADLINE,
+    )
     .await;
     let (code, body) = hook.readyz().await;
     assert_eq!(

@@ -21,6 +21,26 @@ fn namespaces(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:02}")).collect()
 }
 
+fn put_namespaces(api: &FakeApiServer, namespaces: &[String]) {
+    for ns in namespaces {
+        api.put_namespace(ns, &[]);
+    }
+}
+
+/// `n` new namespaces named after `prefix`, a webhook, and one Pod admitted in each namespace
+/// (so each has its copy).
+async fn copies_in_new_namespaces(
+    api: &FakeApiServer,
+    prefix: &str,
+    n: usize,
+) -> (Vec<String>, Webhook) {
+    let spaces = namespaces(prefix, n);
+    put_namespaces(api, &spaces);
+    let hook = Webhook::start(api, &[]).await;
+    admit_everywhere(&hook, &spaces).await;
+    (spaces, hook)
+}
+
 async fn admit_everywhere(hook: &Webhook, namespaces: &[String]) {
     for chunk in namespaces.chunks(10) {
         let answers = join_all(chunk.iter().map(|ns| hook.admit(ns, IMAGE, false))).await;
@@ -76,12 +96,7 @@ async fn all_follow(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_rotation_reaches_copies_in_50_namespaces_within_5s_also_across_a_restart() {
     let api = cluster().await;
-    let spaces = namespaces("rot", 50);
-    for ns in &spaces {
-        api.put_namespace(ns, &[]);
-    }
-    let hook = Webhook::start(&api, &[]).await;
-    admit_everywhere(&hook, &spaces).await;
+    let (spaces, hook) = copies_in_new_namespaces(&api, "rot", 50).await;
     assert!(
         behind(
             &api,
@@ -145,25 +160,14 @@ async fn hand_edited_copy_is_restored_and_counted_as_drift() {
     api.put_secret(&edited);
 
     all_follow(&api, &["team-d".to_string()], &source, DEADLINE).await;
-    eventually("drift counted", DEADLINE, || async {
-        (hook
-            .metric("pullsecret_injector_drift_repaired_total")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
+    hook.wait_metric("pullsecret_injector_drift_repaired_total", 1.0, DEADLINE)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_type_change_recreates_the_copies() {
     let api = cluster().await;
-    let spaces = namespaces("typ", 3);
-    for ns in &spaces {
-        api.put_namespace(ns, &[]);
-    }
-    let hook = Webhook::start(&api, &[]).await;
-    admit_everywhere(&hook, &spaces).await;
+    let (spaces, hook) = copies_in_new_namespaces(&api, "typ", 3).await;
 
     // type is immutable: the source is replaced by a legacy .dockercfg Secret of the same name.
     api.remove(support::fake_apiserver::Kind::Secrets, SOURCE_NS, SECRET);
@@ -192,9 +196,7 @@ async fn three_replicas_admitting_in_the_same_new_namespaces_end_with_one_copy_e
     let api = cluster().await;
     let spaces = namespaces("race", 10);
     let hooks = join_all((0..3).map(|_| Webhook::start(&api, &[]))).await;
-    for ns in &spaces {
-        api.put_namespace(ns, &[]);
-    }
+    put_namespaces(&api, &spaces);
     // Every namespace gets Pods through all three replicas at the same moment.
     let admissions = spaces
         .iter()
@@ -237,12 +239,7 @@ async fn three_replicas_admitting_in_the_same_new_namespaces_end_with_one_copy_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_follow_after_watches_are_cut_and_their_history_expires() {
     let api = cluster().await;
-    let spaces = namespaces("cut", 5);
-    for ns in &spaces {
-        api.put_namespace(ns, &[]);
-    }
-    let hook = Webhook::start(&api, &[]).await;
-    admit_everywhere(&hook, &spaces).await;
+    let (spaces, hook) = copies_in_new_namespaces(&api, "cut", 5).await;
 
     // Connections dropped mid-stream: the watches resume.
     api.drop_watches();

@@ -2,20 +2,23 @@
 //! against its CA (as the API server does), h2 and http/1.1, certificate rotation through a
 //! kubelet-style `..data` swap, body limits, readiness and policy reloads, graceful shutdown.
 
-#[path = "support/shared.rs"]
-#[allow(dead_code)]
-mod shared;
-#[path = "support/webhook.rs"]
-mod webhook;
+mod support {
+    pub mod serve;
+    pub mod shared;
+    pub mod tls;
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncWriteExt;
-use webhook::{
-    DEADLINE, SecretVolume, Serve, TestCa, admission_sample, client, eventually, read_status,
-    response_fingerprint, tls_connect, write_chunk,
+use support::serve::{BIN, DEADLINE, Serve, eventually};
+use support::shared::sample;
+use support::tls::{
+    Leaf, SecretVolume, TestCa, client, read_status, response_fingerprint, tls_connect, write_chunk,
 };
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const POLICY: &str = "\
 sourceNamespace: registry-credentials
@@ -46,12 +49,9 @@ rules:
 /// one image on registry.example.com:5000).
 async fn injected_secrets(serve: &Serve, ca_pem: &str) -> Vec<String> {
     use base64::Engine as _;
-    let review = admission_sample("01_pod_create_replicaset.json");
-    let res = client(ca_pem, false, false)
-        .post(serve.https_url("/mutate?timeout=10s"))
-        .header("content-type", "application/json")
-        .body(review)
-        .send()
+    let review = sample("01_pod_create_replicaset.json");
+    let res = serve
+        .https_post(ca_pem, false, "/mutate?timeout=10s", review)
         .await
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
@@ -85,7 +85,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     ca: TestCa,
     /// The pair the volume starts with.
-    first: webhook::Leaf,
+    first: Leaf,
     volume: SecretVolume,
     policy: std::path::PathBuf,
 }
@@ -140,19 +140,11 @@ async fn serves_h2_and_http1_with_a_certificate_the_ca_verifies() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
 
-    let h2 = client(&f.ca.pem, false, false)
-        .get(serve.https_url("/mutate"))
-        .send()
-        .await
-        .unwrap();
+    let h2 = serve.https_get(&f.ca.pem, false, "/mutate").await.unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
     assert_eq!(h2.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
 
-    let h1 = client(&f.ca.pem, true, false)
-        .get(serve.https_url("/mutate"))
-        .send()
-        .await
-        .unwrap();
+    let h1 = serve.https_get(&f.ca.pem, true, "/mutate").await.unwrap();
     assert_eq!(h1.version(), reqwest::Version::HTTP_11);
     assert_eq!(h1.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
 
@@ -177,9 +169,8 @@ async fn serves_h2_and_http1_with_a_certificate_the_ca_verifies() {
     // A client that does not trust this CA is refused the handshake.
     let stranger = TestCa::new();
     assert!(
-        client(&stranger.pem, false, false)
-            .get(serve.https_url("/mutate"))
-            .send()
+        serve
+            .https_get(&stranger.pem, false, "/mutate")
             .await
             .is_err()
     );
@@ -279,14 +270,13 @@ async fn bad_or_half_written_pair_keeps_the_old_certificate() {
         ("tls.crt", a.cert.as_bytes()),
         ("tls.key", b.key.as_bytes()),
     ]);
-    eventually("the mismatched pair to be rejected", DEADLINE, || async {
-        (serve
-            .metric("pullsecret_injector_tls_reloads_total{result=\"error\"}")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
+    serve
+        .wait_metric(
+            "pullsecret_injector_tls_reloads_total{result=\"error\"}",
+            1.0,
+            DEADLINE,
+        )
+        .await;
     assert_eq!(serve.served_fingerprint(&f.ca.pem).await, old);
     let (_, readyz) = serve.admin_get("/readyz").await;
     assert!(
@@ -346,11 +336,8 @@ async fn body_over_3_mib_is_413_also_when_chunked() {
     let serve = start(&f, &[]);
     let body = vec![b' '; 4 * 1024 * 1024];
 
-    let h2 = client(&f.ca.pem, false, false)
-        .post(serve.https_url("/mutate"))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
+    let h2 = serve
+        .https_post(&f.ca.pem, false, "/mutate", body.clone())
         .await
         .unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
@@ -405,32 +392,29 @@ async fn readyz_is_503_until_a_policy_loads() {
 async fn policy_edit_applies_and_a_bad_edit_keeps_the_last_good_policy() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
-    eventually("generation 1", DEADLINE, || async {
-        (serve.metric("pullsecret_injector_policy_generation").await == 1.0).then_some(())
-    })
-    .await;
+    serve
+        .wait_metric("pullsecret_injector_policy_generation", 1.0, DEADLINE)
+        .await;
 
     assert_eq!(injected_secrets(&serve, &f.ca.pem).await, ["example-pull"]);
 
     std::fs::write(&f.policy, OTHER_POLICY).unwrap();
-    eventually("generation 2", DEADLINE, || async {
-        (serve.metric("pullsecret_injector_policy_generation").await == 2.0).then_some(())
-    })
-    .await;
+    serve
+        .wait_metric("pullsecret_injector_policy_generation", 2.0, DEADLINE)
+        .await;
     assert_eq!(
         injected_secrets(&serve, &f.ca.pem).await,
         ["example-pull-v2"]
     );
 
     std::fs::write(&f.policy, BAD_POLICY).unwrap();
-    eventually("the bad edit to be counted", DEADLINE, || async {
-        (serve
-            .metric("pullsecret_injector_policy_reload_errors_total")
-            .await
-            == 1.0)
-            .then_some(())
-    })
-    .await;
+    serve
+        .wait_metric(
+            "pullsecret_injector_policy_reload_errors_total",
+            1.0,
+            DEADLINE,
+        )
+        .await;
     assert_eq!(
         serve.metric("pullsecret_injector_policy_generation").await,
         2.0
@@ -442,18 +426,11 @@ async fn policy_edit_applies_and_a_bad_edit_keeps_the_last_good_policy() {
         body.contains("generation 2 in use") && body.contains(&location),
         "{body}"
     );
-    eventually(
-        "the problem logged with FILE:LINE:COL",
-        DEADLINE,
-        || async {
-            serve
-                .logs()
-                .iter()
-                .any(|l| l.contains(&location))
-                .then_some(())
-        },
-    )
-    .await;
+    serve
+        .wait_log("the problem logged with FILE:LINE:COL", DEADLINE, |l| {
+            l.contains(&location)
+        })
+        .await;
     assert_eq!(
         injected_secrets(&serve, &f.ca.pem).await,
         ["example-pull-v2"],
@@ -466,11 +443,13 @@ async fn not_an_admission_review_is_400() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
     for http1 in [false, true] {
-        let res = client(&f.ca.pem, http1, false)
-            .post(serve.https_url("/mutate"))
-            .header("content-type", "application/json")
-            .body(r#"{"kind":"Pod","apiVersion":"v1"}"#)
-            .send()
+        let res = serve
+            .https_post(
+                &f.ca.pem,
+                http1,
+                "/mutate",
+                r#"{"kind":"Pod","apiVersion":"v1"}"#,
+            )
             .await
             .unwrap();
         assert_eq!(res.status(), reqwest::StatusCode::BAD_REQUEST);
@@ -481,16 +460,10 @@ async fn not_an_admission_review_is_400() {
 async fn admission_review_is_answered_over_https() {
     let f = fixture(Some(POLICY));
     let serve = start(&f, &[]);
-    eventually("ready", DEADLINE, || async {
-        (serve.admin_get("/readyz").await.0 == 200).then_some(())
-    })
-    .await;
-    let review = admission_sample("01_pod_create_replicaset.json");
-    let res = client(&f.ca.pem, false, false)
-        .post(serve.https_url("/mutate?timeout=10s"))
-        .header("content-type", "application/json")
-        .body(review.clone())
-        .send()
+    serve.wait_ready_within(DEADLINE).await;
+    let review = sample("01_pod_create_replicaset.json");
+    let res = serve
+        .https_post(&f.ca.pem, false, "/mutate?timeout=10s", review.clone())
         .await
         .unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
@@ -503,28 +476,36 @@ async fn admission_review_is_answered_over_https() {
     assert_eq!(injected_secrets(&serve, &f.ca.pem).await, ["example-pull"]);
 }
 
-#[tokio::test]
-async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
-    let f = fixture(Some(POLICY));
-    let mut serve = start(&f, &["--shutdown-grace", "30s"]);
-    let body = br#"{"kind":"Pod","apiVersion":"v1"}"#;
-
-    let mut tls = tls_connect(serve.https, &f.ca.pem, b"http/1.1")
-        .await
-        .unwrap();
+/// Starts `POST /mutate` over HTTP/1.1 with `expect: 100-continue` for a body of
+/// `content_length` bytes and returns the connection once the server has answered 100: hyper
+/// answers 100 Continue when the handler reads the body, so the request is in flight.
+async fn request_in_flight(
+    serve: &Serve,
+    ca_pem: &str,
+    content_length: usize,
+) -> TlsStream<TcpStream> {
+    let mut tls = tls_connect(serve.https, ca_pem, b"http/1.1").await.unwrap();
     let head = format!(
-        "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
-        body.len()
+        "POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\nexpect: 100-continue\r\n\r\n"
     );
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
-    // hyper answers 100 Continue once the handler reads the body: the request is in flight.
     assert_eq!(
         tokio::time::timeout(DEADLINE, read_status(&mut tls))
             .await
             .unwrap(),
         Some(100)
     );
+    tls
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
+    let f = fixture(Some(POLICY));
+    let mut serve = start(&f, &["--shutdown-grace", "30s"]);
+    let body = br#"{"kind":"Pod","apiVersion":"v1"}"#;
+
+    let mut tls = request_in_flight(&serve, &f.ca.pem, body.len()).await;
     tls.write_all(&body[..10]).await.unwrap();
     tls.flush().await.unwrap();
 
@@ -558,31 +539,16 @@ async fn sigint_drain_is_bounded_by_the_shutdown_grace() {
     let mut serve = start(&f, &["--shutdown-grace", "1s"]);
 
     // A request whose body never completes.
-    let mut tls = tls_connect(serve.https, &f.ca.pem, b"http/1.1")
-        .await
-        .unwrap();
-    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\nexpect: 100-continue\r\n\r\n")
-        .await
-        .unwrap();
-    tls.flush().await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(DEADLINE, read_status(&mut tls))
-            .await
-            .unwrap(),
-        Some(100)
-    );
+    let tls = request_in_flight(&serve, &f.ca.pem, 100).await;
 
     serve.signal("-INT");
     let exit = serve.exit_status(DEADLINE).await;
     assert_eq!(exit.code(), Some(0));
-    eventually("the grace expiry to be logged", DEADLINE, || async {
-        serve
-            .logs()
-            .iter()
-            .any(|l| l.contains("shutdown grace expired"))
-            .then_some(())
-    })
-    .await;
+    serve
+        .wait_log("the grace expiry to be logged", DEADLINE, |l| {
+            l.contains("shutdown grace expired")
+        })
+        .await;
     drop(tls);
 }
 
@@ -616,11 +582,7 @@ async fn client_that_never_finishes_its_headers_is_cut() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 
     // The server is fine afterwards.
-    let ok = client(&f.ca.pem, true, false)
-        .get(serve.https_url("/mutate"))
-        .send()
-        .await
-        .unwrap();
+    let ok = serve.https_get(&f.ca.pem, true, "/mutate").await.unwrap();
     assert_eq!(ok.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -638,18 +600,13 @@ async fn self_signed_serve_tells_where_its_ca_is() {
         policy.to_str().unwrap(),
     ]);
     let ca_path = out.join("ca.crt");
-    eventually(
-        "the CA path and a curl command in the logs",
-        DEADLINE,
-        || async {
-            serve
-                .logs()
-                .iter()
-                .any(|l| l.contains(ca_path.to_str().unwrap()) && l.contains("curl --cacert"))
-                .then_some(())
-        },
-    )
-    .await;
+    serve
+        .wait_log(
+            "the CA path and a curl command in the logs",
+            DEADLINE,
+            |l| l.contains(ca_path.to_str().unwrap()) && l.contains("curl --cacert"),
+        )
+        .await;
     let ca = std::fs::read_to_string(&ca_path).unwrap();
     for host in ["127.0.0.1", "localhost"] {
         let res = reqwest::Client::builder()
@@ -672,7 +629,7 @@ async fn self_signed_serve_tells_where_its_ca_is() {
 #[test]
 fn policy_configmap_without_a_cluster_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let run = std::process::Command::new(webhook::BIN)
+    let run = std::process::Command::new(BIN)
         .args(["serve", "--self-signed", "--policy-configmap", "psi-policy"])
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .arg("--self-signed-dir")

@@ -3,23 +3,16 @@
 //! and `secret match`. `--from-docker-config` keeps only `auths` and names credential
 //! helpers it cannot read.
 
+mod support {
+    pub mod cli;
+}
+
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use base64::Engine;
 use serde_json::{Value, json};
-
-fn bin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pullsecret-injector");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
+use support::cli;
 
 fn b64d(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
@@ -34,13 +27,8 @@ fn create_json(args: &[&str], stdin: &[u8]) -> (Value, Value) {
     let mut all = vec!["secret", "create"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["-o", "json"]);
-    let out = bin(&all, stdin);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli::run(&all, stdin);
+    cli::assert_exit(&out, 0);
     let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
     let data = manifest["data"].as_object().unwrap();
     assert_eq!(data.len(), 1, "one data key");
@@ -116,7 +104,7 @@ fn default_server_is_docker_hub_and_match_finds_it_via_fallback() {
         config["auths"].get("https://index.docker.io/v1/").is_some(),
         "{config}"
     );
-    let out = bin(
+    let out = cli::run(
         &[
             "secret",
             "match",
@@ -136,7 +124,7 @@ fn default_server_is_docker_hub_and_match_finds_it_via_fallback() {
 
 #[test]
 fn yaml_output_passes_lint_and_match_finds_the_registry_images() {
-    let out = bin(
+    let out = cli::run(
         &[
             "secret",
             "create",
@@ -161,7 +149,7 @@ fn yaml_output_passes_lint_and_match_finds_the_registry_images() {
         "values on one line:\n{text}"
     );
 
-    let lint = bin(&["secret", "lint", "-"], &yaml);
+    let lint = cli::run(&["secret", "lint", "-"], &yaml);
     assert_eq!(
         lint.status.code(),
         Some(0),
@@ -173,7 +161,7 @@ fn yaml_output_passes_lint_and_match_finds_the_registry_images() {
         "registry.example.com/team/app:v1",
         "registry.example.com/x@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     ] {
-        let m = bin(
+        let m = cli::run(
             &["secret", "match", "--image", image, "-o", "json", "-"],
             &yaml,
         );
@@ -181,7 +169,7 @@ fn yaml_output_passes_lint_and_match_finds_the_registry_images() {
         let m: Value = serde_json::from_slice(&m.stdout).unwrap();
         assert_eq!(m["matches"][0]["username"], "robot$ci");
     }
-    let other = bin(
+    let other = cli::run(
         &["secret", "match", "--image", "ghcr.io/team/app", "-"],
         &yaml,
     );
@@ -210,14 +198,14 @@ fn dockercfg_type_writes_the_bare_map() {
     assert_eq!(manifest["type"], "kubernetes.io/dockercfg");
     assert!(manifest["data"].get(".dockercfg").is_some());
     assert_eq!(config["quay.io"]["username"], "u");
-    let lint = bin(&["secret", "lint", "-"], manifest.to_string().as_bytes());
+    let lint = cli::run(&["secret", "lint", "-"], manifest.to_string().as_bytes());
     assert_eq!(
         lint.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&lint.stdout)
     );
-    let m = bin(
+    let m = cli::run(
         &["secret", "match", "--image", "quay.io/org/app", "-"],
         manifest.to_string().as_bytes(),
     );
@@ -226,85 +214,38 @@ fn dockercfg_type_writes_the_bare_map() {
 
 #[test]
 fn refuses_what_the_kubelet_would_misread() {
-    let cases: &[(&[&str], &[u8], &str)] = &[
-        (
-            &[
-                "x",
-                "--server",
-                "r.io",
-                "--username",
-                "a:b",
-                "--password-stdin",
-            ],
-            b"pw",
-            "`:`",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "registry-1.docker.io",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "Docker Hub",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "registry.hub.docker.com",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "Docker Hub",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "r.io:http",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "cannot parse",
-        ),
-        (
-            &[
-                "x",
-                "--server",
-                "r.io",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"\n",
-            "empty",
-        ),
-        (
-            &[
-                "Bad_Name",
-                "--server",
-                "r.io",
-                "--username",
-                "a",
-                "--password-stdin",
-            ],
-            b"pw",
-            "DNS",
-        ),
-        (&["x", "--server", "r.io"], b"", "--username"),
+    // (secret name, --server, --username, stdin, what the error names)
+    let with_password: &[(&str, &str, &str, &[u8], &str)] = &[
+        ("x", "r.io", "a:b", b"pw", "`:`"),
+        ("x", "registry-1.docker.io", "a", b"pw", "Docker Hub"),
+        ("x", "registry.hub.docker.com", "a", b"pw", "Docker Hub"),
+        ("x", "r.io:http", "a", b"pw", "cannot parse"),
+        ("x", "r.io", "a", b"\n", "empty"),
+        ("Bad_Name", "r.io", "a", b"pw", "DNS"),
     ];
-    for (args, stdin, says) in cases {
-        let mut all = vec!["secret", "create"];
-        all.extend_from_slice(args);
-        let out = bin(&all, stdin);
+    let mut cases: Vec<(Vec<&str>, &[u8], &str)> = with_password
+        .iter()
+        .map(|&(name, server, user, stdin, says)| {
+            let args = vec![
+                "secret",
+                "create",
+                name,
+                "--server",
+                server,
+                "--username",
+                user,
+                "--password-stdin",
+            ];
+            (args, stdin, says)
+        })
+        .collect();
+    cases.push((
+        vec!["secret", "create", "x", "--server", "r.io"],
+        b"",
+        "--username",
+    ));
+    for (args, stdin, says) in &cases {
+        let out = cli::run(args, stdin);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(err.contains(says), "{args:?}: {err}");
@@ -344,7 +285,7 @@ fn from_config(server: Option<&str>) -> Output {
     if let Some(s) = server {
         args.extend_from_slice(&["--server", s]);
     }
-    bin(&args, b"")
+    cli::run(&args, b"")
 }
 
 #[test]

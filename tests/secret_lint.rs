@@ -1,8 +1,14 @@
 //! `secret lint` finds each pitfall the kubelet would trip over, names it, and never prints
 //! the credentials it read.
 
+mod support {
+    pub mod cli;
+}
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use support::cli;
 
 const PASSWORD: &str = "s3cr3t-PASSWORD";
 
@@ -13,11 +19,11 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn lint(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-        .args(["secret", "lint"])
-        .args(args)
-        .output()
-        .expect("run pullsecret-injector")
+    lint_stdin(args, b"")
+}
+
+fn lint_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    cli::run_command(cli::command().args(["secret", "lint"]).args(args), stdin)
 }
 
 /// Lints a fixture with `-o json`; returns exit code and the finding codes in order.
@@ -128,12 +134,7 @@ fn decode_failures_say_every_pull_of_the_pod_fails() {
 #[test]
 fn hub_aliases_name_each_key_and_the_fix() {
     let (_, _, report) = codes("docker-hub-aliases.yaml");
-    let regs: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["registry"].as_str().unwrap())
-        .collect();
+    let regs: Vec<&str> = cli::strings_in(&report, "findings", "registry");
     assert_eq!(
         regs,
         [
@@ -206,16 +207,8 @@ fn text_output_never_shows_credentials() {
 
 #[test]
 fn reads_stdin() {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-        .args(["secret", "lint", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let text = std::fs::read(fixture("opaque-type.yaml")).unwrap();
-    child.stdin.take().unwrap().write_all(&text).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = lint_stdin(&["-"], &text);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[type-key-mismatch]"));
 }
@@ -230,7 +223,6 @@ fn syntax_errors_are_caught_by_the_api_server_first() {
 #[test]
 fn secrets_over_one_mib_are_rejected_by_the_api_server() {
     use base64::Engine;
-    use std::io::Write;
     let config = format!(
         r#"{{"auths":{{"r.example.com":{{"username":"u","password":"p","email":"{}"}}}}}}"#,
         "x".repeat(1024 * 1024)
@@ -238,19 +230,7 @@ fn secrets_over_one_mib_are_rejected_by_the_api_server() {
     let manifest = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "big"},
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)}});
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-        .args(["secret", "lint", "-o", "json", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = lint_stdin(&["-o", "json", "-"], manifest.to_string().as_bytes());
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -1,26 +1,19 @@
 //! `secret match` offers exactly the credentials the kubelet would, in its order: every
 //! lookup case of the shared `kubelet_keyring.json`, run through the binary.
 
-#[path = "support/shared.rs"]
-mod shared;
+mod support {
+    pub mod cli;
+    pub mod shared;
+}
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use pullsecret_injector::reference::ImageRef;
 use serde_json::{Value, json};
+use support::{cli, shared};
 
 fn run_match(args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-        .args(["secret", "match"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pullsecret-injector");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    cli::run_command(cli::command().args(["secret", "match"]).args(args), stdin)
 }
 
 fn b64(s: &str) -> String {
@@ -63,12 +56,7 @@ fn check(case: &Value, image: &str, raw: bool) {
     let found = case["found"].as_bool().unwrap();
     assert_eq!(got["found"], found, "{case}\n{got}");
     assert_eq!(got["lookupTarget"], case["lookup_target"], "{case}");
-    let users: Vec<&str> = got["matches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["username"].as_str().unwrap())
-        .collect();
+    let users: Vec<&str> = cli::strings_in(&got, "matches", "username");
     let want: Vec<&str> = case["creds_in_order"]
         .as_array()
         .unwrap()

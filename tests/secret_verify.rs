@@ -11,23 +11,12 @@ use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
 use serde_json::Value;
+use support::cli;
 use support::registry::{Auth, Grant, Registry, TokenServer, push_image, require_tool, tls_files};
-
-fn bin(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pullsecret-injector"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pullsecret-injector");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// `secret create` for one registry; returns the manifest (YAML).
 fn create_secret(server: &str, user: &str, password: &str) -> Vec<u8> {
-    let out = bin(
+    let out = cli::run(
         &[
             "secret",
             "create",
@@ -40,12 +29,7 @@ fn create_secret(server: &str, user: &str, password: &str) -> Vec<u8> {
         ],
         format!("{password}\n").as_bytes(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::assert_exit(&out, 0);
     out.stdout
 }
 
@@ -94,7 +78,7 @@ fn verify(image: &str, manifest: &[u8], extra: &[&str]) -> (i32, Value) {
     ];
     args.extend_from_slice(extra);
     args.push("-");
-    let out = bin(&args, manifest);
+    let out = cli::run(&args, manifest);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {} {}",
@@ -121,12 +105,12 @@ fn created_secret_authenticates_with_skopeo_and_verify_basic_auth() {
 
     let manifest = create_secret(&host, "alice", "wonder:land");
     assert_eq!(
-        bin(&["secret", "lint", "-"], &manifest).status.code(),
+        cli::run(&["secret", "lint", "-"], &manifest).status.code(),
         Some(0)
     );
     let image = format!("{host}/team/app:v1");
     assert_eq!(
-        bin(&["secret", "match", "--image", &image, "-"], &manifest)
+        cli::run(&["secret", "match", "--image", &image, "-"], &manifest)
             .status
             .code(),
         Some(0)
@@ -182,19 +166,14 @@ fn created_secret_authenticates_with_skopeo_and_verify_basic_auth() {
     both.extend_from_slice(b"---\n");
     both.extend_from_slice(&manifest);
     let (code, report) = verify(&image, &both, &["--plain-http"]);
-    let results: Vec<&str> = report["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["result"].as_str().unwrap())
-        .collect();
+    let results: Vec<&str> = cli::strings_in(&report, "attempts", "result");
     assert_eq!(
         (code, results),
         (0, vec!["bad-credentials", "authenticated"]),
         "{report}"
     );
 
-    let text = bin(
+    let text = cli::run(
         &["secret", "verify", "--image", &image, "--plain-http", "-"],
         &manifest,
     );
@@ -386,31 +365,27 @@ fn config_written_by_skopeo_login_becomes_a_working_secret() {
     push_image(&format!("{host}/team/app:v1"), ("ci", "t0ken"));
     let dir = tempfile::tempdir().unwrap();
     let authfile = dir.path().join("auth.json");
-    let mut login = Command::new(require_tool("skopeo"))
-        .args([
-            "login",
-            "--tls-verify=false",
-            "--username",
-            "ci",
-            "--password-stdin",
-            "--authfile",
-        ])
-        .arg(&authfile)
-        .arg(&host)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    login.stdin.take().unwrap().write_all(b"t0ken\n").unwrap();
-    let out = login.wait_with_output().unwrap();
+    let out = cli::run_command(
+        Command::new(require_tool("skopeo"))
+            .args([
+                "login",
+                "--tls-verify=false",
+                "--username",
+                "ci",
+                "--password-stdin",
+                "--authfile",
+            ])
+            .arg(&authfile)
+            .arg(&host),
+        b"t0ken\n",
+    );
     assert!(
         out.status.success(),
         "skopeo login: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = bin(
+    let out = cli::run(
         &[
             "secret",
             "create",
@@ -422,12 +397,7 @@ fn config_written_by_skopeo_login_becomes_a_working_secret() {
         ],
         b"",
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::assert_exit(&out, 0);
     let (code, report) = verify(
         &format!("{host}/team/app:v1"),
         &out.stdout,

@@ -5,8 +5,12 @@
 //! * Pods with an image that matches a policy rule, or lives on a registry other than
 //!   Docker Hub, but whose `imagePullSecrets` (resolved in the Pod's namespace, in order, as
 //!   one keyring) offer no credential for it;
-//! * managed copies (label `app.kubernetes.io/managed-by=pullsecret-injector`) whose type or
-//!   data differ from their source (annotation `pullsecret-injector.io/source`);
+//! * managed copies (label `app.kubernetes.io/managed-by=pullsecret-injector`) that no longer
+//!   match their source (annotation `pullsecret-injector.io/source`), told apart with the
+//!   cluster side's content hash ([`crate::k8s::content_hash`], recorded in the annotation
+//!   `pullsecret-injector.io/source-hash`): a copy whose type and data no longer match its own
+//!   recorded hash was edited by hand; one whose recorded hash is not its source's hash is
+//!   stale (the source was rotated or recreated since the copy was written);
 //! * policy rules whose source Secret is missing, of the wrong type, broken, or does not
 //!   cover the rule's own registries.
 //!
@@ -33,13 +37,12 @@ use crate::cli::{AuditArgs, TextOrJson};
 use crate::dockerconfig::{
     self, DockerConfig, SecretDoc, Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON, display_key,
 };
+use crate::k8s::{content_hash, is_managed};
 use crate::keyring::Keyring;
 use crate::policy::Policy;
 use crate::reference::ImageRef;
 
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "pullsecret-injector";
-pub const ANNOTATION_SOURCE: &str = "pullsecret-injector.io/source";
+pub use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY};
 /// Key of the policy document in its ConfigMap.
 const POLICY_KEY: &str = "policy.yaml";
 /// The webhook's namespace when POD_NAMESPACE is not set (as `serve --namespace`).
@@ -342,15 +345,6 @@ fn summarize_secret(
     });
 }
 
-fn is_managed(secret: &Secret) -> bool {
-    secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_MANAGED_BY))
-        .is_some_and(|v| v == MANAGED_BY)
-}
-
 fn managed_source(secret: &Secret) -> Option<String> {
     if !is_managed(secret) {
         return None;
@@ -396,24 +390,45 @@ fn audit_copies(
             });
             continue;
         };
-        let mut differs = Vec::new();
-        if copy.type_ != source.type_ {
-            differs.push("type");
-        }
-        let empty = BTreeMap::new();
-        if copy.data.as_ref().unwrap_or(&empty) != source.data.as_ref().unwrap_or(&empty) {
-            differs.push("data");
-        }
-        if !differs.is_empty() {
-            report.findings.push(AuditFinding {
-                severity: Severity::Error,
-                code: "copy-drifted",
-                object,
-                message: format!(
-                    "managed copy of {source_ref} differs in {}: Pods here pull with stale credentials",
-                    differs.join(" and ")
-                ),
-            });
+        let own_hash = content_hash(copy);
+        let recorded = copy
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_SOURCE_HASH));
+        match recorded {
+            Some(recorded) if *recorded == own_hash => {
+                if *recorded != content_hash(source) {
+                    let what = if copy.type_ == source.type_ {
+                        "data"
+                    } else {
+                        "type"
+                    };
+                    report.findings.push(AuditFinding {
+                        severity: Severity::Error,
+                        code: "copy-stale",
+                        object,
+                        message: format!(
+                            "managed copy of {source_ref} was written from an older version of it (its {what} differs): Pods here pull with stale credentials"
+                        ),
+                    });
+                }
+            }
+            _ => {
+                let why = if recorded.is_some() {
+                    format!(
+                        "its type or data no longer match its {ANNOTATION_SOURCE_HASH} annotation"
+                    )
+                } else {
+                    format!("it carries no {ANNOTATION_SOURCE_HASH} annotation")
+                };
+                report.findings.push(AuditFinding {
+                    severity: Severity::Error,
+                    code: "copy-edited",
+                    object,
+                    message: format!("managed copy of {source_ref} was edited by hand: {why}"),
+                });
+            }
         }
     }
 }
@@ -713,22 +728,14 @@ mod tests {
 
     #[test]
     fn sample_targets_replace_globs() {
-        assert_eq!(
-            sample_target("*.dkr.ecr.*.amazonaws.com").as_deref(),
-            Some("x.dkr.ecr.x.amazonaws.com/x")
-        );
-        assert_eq!(
-            sample_target("registry.gitlab.com/acme/").as_deref(),
-            Some("registry.gitlab.com/acme/x")
-        );
-        assert_eq!(
-            sample_target("quay.io/org").as_deref(),
-            Some("quay.io/org/x")
-        );
-        assert_eq!(
-            sample_target("reg[0-9].io:5000").as_deref(),
-            Some("reg0.io:5000/x")
-        );
-        assert_eq!(sample_target("docker.io").as_deref(), Some("docker.io/x"));
+        for (pattern, sample) in [
+            ("*.dkr.ecr.*.amazonaws.com", "x.dkr.ecr.x.amazonaws.com/x"),
+            ("registry.gitlab.com/acme/", "registry.gitlab.com/acme/x"),
+            ("quay.io/org", "quay.io/org/x"),
+            ("reg[0-9].io:5000", "reg0.io:5000/x"),
+            ("docker.io", "docker.io/x"),
+        ] {
+            assert_eq!(sample_target(pattern).as_deref(), Some(sample), "{pattern}");
+        }
     }
 }

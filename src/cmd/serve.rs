@@ -48,27 +48,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         policy_configmap: args.policy_configmap.clone(),
     };
     let cluster = connect_cluster(args.no_cluster, wiring).await?;
-    let (namespaces, ensurer): (Arc<dyn NamespaceLabels>, Option<Arc<dyn SecretEnsurer>>) =
-        match cluster {
-            Ok(parts) => {
-                tracing::info!(
-                    "cluster side running: Secrets are copied into the namespaces of admitted Pods"
+    let cluster: Option<ClusterParts> = match cluster {
+        Ok(parts) => {
+            tracing::info!(
+                "cluster side running: Secrets are copied into the namespaces of admitted Pods"
+            );
+            Some(parts)
+        }
+        Err(reason) => {
+            if let Some(name) = &args.policy_configmap {
+                anyhow::bail!(
+                    "--policy-configmap {name} needs the cluster side, which is not available: {reason}"
                 );
-                (parts.namespaces, Some(parts.ensurer))
             }
-            Err(reason) => {
-                if let Some(name) = &args.policy_configmap {
-                    anyhow::bail!(
-                        "--policy-configmap {name} needs the cluster side, which is not available: {reason}"
-                    );
-                }
-                tracing::warn!(
-                    %reason,
-                    "running without a cluster: Pods are patched, but no Secret is copied and namespace selectors see no labels"
-                );
-                (Arc::new(StaticNamespaces::default()), None)
-            }
-        };
+            tracing::warn!(
+                %reason,
+                "running without a cluster: Pods are patched, but no Secret is copied and namespace selectors see no labels"
+            );
+            None
+        }
+    };
+    let namespaces: Arc<dyn NamespaceLabels> = match &cluster {
+        Some(parts) => parts.namespaces.clone(),
+        None => Arc::new(StaticNamespaces::default()),
+    };
+    let ensurer: Option<Arc<dyn SecretEnsurer>> = cluster.as_ref().map(|p| p.ensurer.clone());
 
     // Certificates after the cluster check: a refused start leaves no generated files behind.
     let (cert_path, key_path, self_signed_ca) = certificate_files(&args)?;
@@ -126,14 +130,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let tls_config = certs.rustls_config();
     tokio::spawn(certs.run(args.reload_interval, metrics, health));
 
-    server::serve(
+    let served = server::serve(
         listeners,
         &options,
         state,
         tls_config,
         server::shutdown_signal(),
     )
-    .await?;
+    .await;
+    // After the drain: requests still in flight may have needed the caches and the copier.
+    if let Some(parts) = &cluster {
+        parts.cluster.shutdown();
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -200,6 +209,8 @@ pub struct ClusterWiring {
 pub struct ClusterParts {
     pub namespaces: Arc<dyn NamespaceLabels>,
     pub ensurer: Arc<dyn SecretEnsurer>,
+    /// Its watches and retry queue, stopped on shutdown.
+    pub cluster: crate::k8s::Cluster,
 }
 
 /// `Ok(parts)` when the cluster side runs, `Err(reason)` when the server runs without a cluster.
@@ -224,7 +235,7 @@ async fn connect_cluster(
 }
 
 /// Starts the cluster side: watches (policy ConfigMap, namespaces, the policy's Secrets) and
-/// the copy reconciler. Its tasks run for the life of the process.
+/// the copy reconciler. Its tasks run until `Cluster::shutdown`.
 async fn start_cluster_side(
     client: kube::Client,
     wiring: ClusterWiring,
@@ -235,6 +246,7 @@ async fn start_cluster_side(
     Ok(ClusterParts {
         namespaces: cluster.namespaces.clone(),
         ensurer: cluster.ensurer.clone(),
+        cluster,
     })
 }
 

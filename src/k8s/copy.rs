@@ -91,7 +91,7 @@ pub(crate) fn build_copy(
 }
 
 /// Whether we manage this Secret (only then may we write it).
-pub(crate) fn is_managed(secret: &Secret) -> bool {
+pub fn is_managed(secret: &Secret) -> bool {
     secret
         .metadata
         .labels

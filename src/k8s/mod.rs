@@ -21,6 +21,7 @@ use crate::state::{Health, NamespaceLabels, PolicyStore, SecretEnsurer};
 
 pub use copy::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
+    is_managed,
 };
 
 /// How the cluster side is set up.
@@ -61,6 +62,10 @@ impl Cluster {
             task.abort();
         }
         self.secrets.stop_all();
+        tracing::info!(
+            tasks = self.tasks.len(),
+            "cluster side stopped: watches and retries ended"
+        );
     }
 }
 

@@ -1,14 +1,11 @@
 //! End-to-end harness for the cluster side: the fake API server, the real `serve` binary
-//! pointed at it through KUBECONFIG, and AdmissionReviews sent over HTTPS by a client that
+//! pointed at it through KUBECONFIG (started by `support::serve`), and AdmissionReviews sent over HTTPS by a client that
 //! verifies the webhook's certificate against the CA `--self-signed` wrote.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,8 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::support::fake_apiserver::FakeApiServer;
+use crate::support::serve::{Options, Serve};
+use crate::support::tls::client;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
 pub const WEBHOOK_NS: &str = "pullsecret-injector";
 pub const POLICY_CM: &str = "pullsecret-injector-policy";
 pub const SOURCE_NS: &str = "registry-credentials";
@@ -100,46 +98,23 @@ pub fn is_managed_copy(secret: &Secret) -> bool {
             == Some(&format!("{SOURCE_NS}/{SECRET}") as &str)
 }
 
-/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use crate::support::serve::eventually;
 
-/// One running `pullsecret-injector serve` process.
+/// One running `pullsecret-injector serve` process with the cluster side, its certificate
+/// made by `--self-signed`, and an HTTPS client that trusts that CA.
 pub struct Webhook {
-    child: Child,
-    pub https: SocketAddr,
-    pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+    serve: Serve,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+impl Deref for Webhook {
+    type Target = Serve;
 
-fn field<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
-    line.get(name)
-        .or_else(|| line.get("fields").and_then(|f| f.get(name)))
-        .and_then(Value::as_str)
+    fn deref(&self) -> &Serve {
+        &self.serve
+    }
 }
 
 impl Webhook {
@@ -159,109 +134,39 @@ impl Webhook {
 
     /// Starts `serve` with only the TLS, listener and namespace flags added to `args`.
     pub async fn spawn_raw(kubeconfig: &Path, args: &[&str]) -> Self {
-        pullsecret_injector::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(BIN)
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--self-signed",
-                "--self-signed-dir",
-            ])
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--namespace", WEBHOOK_NS])
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,pullsecret_injector=debug")
-            .env_remove("POD_NAMESPACE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start serve");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line)
-                    && let (Some(https), Some(admin)) =
-                        (field(&value, "https"), field(&value, "admin"))
-                    && let (Ok(https), Ok(admin)) = (https.parse(), admin.parse())
-                {
-                    let _ = tx.send((https, admin));
-                }
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        let (https, admin): (SocketAddr, SocketAddr) =
-            tokio::task::spawn_blocking(move || rx.recv_timeout(DEADLINE))
-                .await
-                .expect("join")
-                .unwrap_or_else(|_| {
-                    panic!("serve did not report its listeners within {DEADLINE:?}")
-                });
-        let client = https_client(&dir.path().join("ca.crt"));
+        let self_signed = dir.path().to_str().expect("UTF-8 temp dir");
+        let mut all = vec!["--self-signed", "--self-signed-dir", self_signed];
+        all.extend_from_slice(args);
+        let options = Options {
+            kubeconfig: Some(kubeconfig),
+            namespace: WEBHOOK_NS,
+            rust_log: "info,pullsecret_injector=debug",
+            startup: DEADLINE,
+        };
+        let serve = Serve::start_async(&options, &all).await;
+        let ca = std::fs::read_to_string(dir.path().join("ca.crt"))
+            .expect("ca.crt written by --self-signed");
         Self {
-            child,
-            https,
-            admin,
-            logs,
-            client,
+            serve,
+            client: client(&ca, false, false),
             _dir: dir,
         }
     }
 
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    pub fn stop(self) {
+        self.serve.stop();
     }
 
-    pub fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
+    /// GET /readyz?verbose: (status, body), or (0, the error) when nothing answered.
     pub async fn readyz(&self) -> (u16, String) {
-        let url = format!("http://{}/readyz?verbose", self.admin);
-        match reqwest::get(&url).await {
-            Ok(resp) => {
-                let code = resp.status().as_u16();
-                (code, resp.text().await.unwrap_or_default())
-            }
-            Err(e) => (0, e.to_string()),
-        }
+        self.try_admin_get("/readyz?verbose")
+            .await
+            .unwrap_or_else(|e| (0, e.to_string()))
     }
 
     pub async fn wait_ready(&self) {
-        eventually("serve ready", DEADLINE, || async {
-            let (code, _) = self.readyz().await;
-            (code == 200).then_some(())
-        })
-        .await;
-    }
-
-    pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.admin);
-        reqwest::get(&url)
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
-    }
-
-    /// Value of one metric sample line (`name{labels} value`), 0 when absent.
-    pub async fn metric(&self, sample: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or(0.0)
+        self.serve.wait_ready_within(DEADLINE).await;
     }
 
     /// Sends an AdmissionReview for a Pod running `image` in `namespace`; returns the
@@ -294,22 +199,6 @@ impl Webhook {
 }
 
 static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-fn https_client(ca: &PathBuf) -> reqwest::Client {
-    let pem = std::fs::read(ca).expect("ca.crt written by --self-signed");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.expect("CA PEM")).expect("add CA");
-    }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("https client")
-}
 
 pub fn admission_review(uid: &str, namespace: &str, image: &str, dry_run: bool) -> Value {
     let gvk = json!({"group": "", "version": "v1", "kind": "Pod"});

@@ -26,7 +26,8 @@ CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 
-# Flags of `pullsecret-injector serve` that the manifests may pass (src/cli.rs).
+# Flags of `pullsecret-injector serve` that the manifests may pass (src/cli.rs); each must
+# also be in `serve --help` (test_serve_flags_exist in test_deploy.py).
 SERVE_FLAGS = {
     "--policy-configmap",
     "--namespace",
@@ -37,6 +38,7 @@ SERVE_FLAGS = {
     "--copy-deadline",
     "--reload-interval",
     "--shutdown-grace",
+    "--header-read-timeout",
     "--log-format",
 }
 
@@ -68,6 +70,13 @@ def run_check(binary: Path, policy_text: str, tmp_path: Path) -> subprocess.Comp
         text=True,
         timeout=60,
     )
+
+
+def help_flags(binary: Path, *command: str) -> set[str]:
+    """The long flags `pullsecret-injector COMMAND --help` lists."""
+    result = subprocess.run([str(binary), *command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", result.stdout))
 
 
 def load_all(text: str) -> list[dict]:
@@ -146,7 +155,9 @@ def check_install(objects: list[dict], namespace: str, *, failure_policy: str = 
     assert args["--listen"] == f"0.0.0.0:{ports['webhook']}"
     assert args["--admin-listen"] == f"0.0.0.0:{ports['admin']}"
     env = {e["name"]: e for e in container.get("env", [])}
-    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # --namespace (the webhook's own namespace) and the Events' reportingInstance.
+    assert env["POD_NAMESPACE"] == {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+    assert env["POD_NAME"] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
 
     # Availability.
     spec = deployment["spec"]
@@ -238,8 +249,13 @@ def check_install(objects: list[dict], namespace: str, *, failure_policy: str = 
 
 def check_rbac(objects: list[dict], namespace: str, service_account: str, policy_configmap: str) -> set[str]:
     """Least privilege. Returns the Secret names the ClusterRole may read."""
-    cluster_role = one(objects, "ClusterRole")
-    role = one(objects, "Role")
+    # The webhook's roles are the ones its ServiceAccount is bound to (an install may also
+    # hold the unbound, opt-in audit ClusterRole).
+    cluster_role = one(objects, "ClusterRole", one(objects, "ClusterRoleBinding")["roleRef"]["name"])
+    role = one(objects, "Role", one(objects, "RoleBinding")["roleRef"]["name"])
+    for r in (cluster_role, role):
+        assert "aggregationRule" not in r, "the webhook's rules are its own, nothing aggregated in"
+        assert not any(k.startswith("rbac.authorization.k8s.io/aggregate-to") for k in r["metadata"].get("labels", {}))
     for r in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
         for rule in r["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
@@ -263,13 +279,15 @@ def check_rbac(objects: list[dict], namespace: str, service_account: str, policy
             assert verbs == {"create"}, f"unnamed Secret rule may only create: {rule}"
     assert readable and writable == readable
     granted = {(g, res, v) for rule in cluster_role["rules"] for g in rule["apiGroups"] for res in rule["resources"] for v in rule["verbs"]}
-    for verb in ("get", "list", "watch"):
-        assert ("", "namespaces", verb) in granted
-    assert ("", "events", "create") in granted and ("events.k8s.io", "events", "create") in granted
+    assert {("", "namespaces", "list"), ("", "namespaces", "watch")} <= granted
+    assert ("", "namespaces", "get") not in granted, "the namespace cache is a reflector: list and watch only"
+    assert ("events.k8s.io", "events", "create") in granted
+    assert ("", "events", "create") not in granted, "Events are recorded through events.k8s.io only"
+    assert not any(v == "patch" for _, _, v in granted), "updates are full PUTs: no patch"
     assert not any(res == "configmaps" for _, res, _ in granted), "ConfigMaps only through the namespaced Role"
 
     (cm_rule,) = role["rules"]
-    assert cm_rule["resources"] == ["configmaps"] and set(cm_rule["verbs"]) == {"get", "list", "watch"}
+    assert cm_rule["resources"] == ["configmaps"] and set(cm_rule["verbs"]) == {"list", "watch"}
     assert cm_rule["resourceNames"] == [policy_configmap]
     assert role["metadata"]["namespace"] == namespace
 
@@ -280,6 +298,7 @@ def check_rbac(objects: list[dict], namespace: str, service_account: str, policy
         binding = one(objects, kind)
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]
+    check_rbac_is_documented(cluster_role, role, readable, policy_configmap)
     return readable
 
 
@@ -312,3 +331,77 @@ def check_cert_manager_chain(objects: list[dict], names: dict, namespace: str) -
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# The names deploy/RBAC.md's YAML uses, substituted by each install's own.
+DOC_SECRET_NAMES = {"gitlab-deploy-token", "ecr-pull"}
+DOC_POLICY_CONFIGMAP = "pullsecret-injector-policy"
+
+
+def documented_rbac() -> list[dict]:
+    """The objects of the fenced ```yaml block of deploy/RBAC.md (the contract)."""
+    text = (REPO / "deploy" / "RBAC.md").read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, f"deploy/RBAC.md must hold exactly one yaml block, found {len(blocks)}"
+    return load_all(blocks[0])
+
+
+def normalized_rules(rules: list[dict], names: dict[frozenset, frozenset] | None = None) -> list[tuple]:
+    """Rules as comparable tuples (order of lists and of rules does not matter);
+    `names` maps one resourceNames set to another."""
+    out = []
+    for rule in rules:
+        assert set(rule) <= {"apiGroups", "resources", "resourceNames", "verbs"}, rule
+        resource_names = frozenset(rule.get("resourceNames", []))
+        if names and resource_names in names:
+            resource_names = names[resource_names]
+        out.append(
+            (
+                tuple(sorted(rule["apiGroups"])),
+                tuple(sorted(rule["resources"])),
+                tuple(sorted(resource_names)),
+                tuple(sorted(rule["verbs"])),
+            )
+        )
+    assert len(out) == len(set(out)), f"duplicate rules: {rules}"
+    return sorted(out)
+
+
+def check_rbac_is_documented(cluster_role: dict, role: dict, secret_names: set[str], policy_configmap: str) -> None:
+    """The webhook's ClusterRole and Role grant exactly the rules of deploy/RBAC.md, with this
+    install's Secret names and policy ConfigMap in place of the document's."""
+    doc = documented_rbac()
+    names = {
+        frozenset(DOC_SECRET_NAMES): frozenset(secret_names),
+        frozenset({DOC_POLICY_CONFIGMAP}): frozenset({policy_configmap}),
+    }
+    for actual in (cluster_role, role):
+        (documented,) = by_kind(doc, actual["kind"])
+        assert normalized_rules(actual["rules"]) == normalized_rules(documented["rules"], names), (
+            f"{actual['kind']} {actual['metadata']['name']} differs from deploy/RBAC.md"
+        )
+
+
+def audit_rules(secret_names: set[str], policy_configmap: str) -> list[tuple]:
+    """What `pullsecret-injector audit` reads (src/cmd/audit.rs), as normalized rules."""
+    return normalized_rules(
+        [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(secret_names), "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [policy_configmap], "verbs": ["get"]},
+        ]
+    )
+
+
+def check_audit_role_stands_alone(objects: list[dict], audit_role: dict) -> None:
+    """The audit ClusterRole is bound to no one and aggregates into nothing: in particular,
+    the webhook's ServiceAccount gains none of it."""
+    name = audit_role["metadata"]["name"]
+    assert "aggregationRule" not in audit_role
+    labels = audit_role["metadata"].get("labels", {})
+    assert not [k for k in labels if k.startswith("rbac.authorization.k8s.io/aggregate-to")], labels
+    for binding in by_kind(objects, "ClusterRoleBinding") + by_kind(objects, "RoleBinding"):
+        assert binding["roleRef"]["name"] != name, f"{binding['kind']} {binding['metadata']['name']} binds the audit role"
+    for role in by_kind(objects, "ClusterRole"):
+        assert "aggregationRule" not in role, f"ClusterRole {role['metadata']['name']} aggregates"

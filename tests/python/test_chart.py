@@ -17,12 +17,19 @@ from cryptography.x509.oid import NameOID
 
 from conftest import (
     CHART,
+    DOC_POLICY_CONFIGMAP,
+    DOC_SECRET_NAMES,
+    REPO,
+    audit_rules,
     b64,
     by_kind,
+    check_audit_role_stands_alone,
     check_cert_manager_chain,
     check_install,
+    check_rbac_is_documented,
     container_args,
     load_all,
+    normalized_rules,
     one,
     run_check,
     validate_objects,
@@ -101,6 +108,7 @@ VALUE_SETS = {
         },
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     },
+    "audit-role": {"audit": {"clusterRole": {"create": True}}},
 }
 
 
@@ -164,7 +172,10 @@ def test_defaults(rendered):
     names = check_install(objects, NAMESPACE)
     hook = names["webhook"]
     assert hook["timeoutSeconds"] == 3
-    assert container_args(names["deployment"])["--copy-deadline"] == "1s"
+    args = container_args(names["deployment"])
+    assert args["--copy-deadline"] == "1s"
+    assert args["--header-read-timeout"] == "10s" and args["--reload-interval"] == "2s"
+    assert args["--policy-configmap"] == f"{RELEASE}-pullsecret-injector-policy"
     assert names["deployment"]["spec"]["replicas"] == 2
     assert "priorityClassName" not in names["deployment"]["spec"]["template"]["spec"]
     assert not by_kind(objects, "NetworkPolicy") and not by_kind(objects, "ServiceMonitor")
@@ -316,6 +327,8 @@ INVALID_VALUES = {
     "rule-without-registries": {"policy": {"spec": {"sourceNamespace": "creds", "rules": [{"name": "x", "registries": [], "secret": "s"}]}}},
     "existing-configmap-without-secret-names": {"policy": {"create": False, "configMapName": "p"}},
     "existing-secret-without-ca": {"tls": {"mode": "existingSecret", "existingSecret": {"name": "s"}}},
+    "audit-create-not-boolean": {"audit": {"clusterRole": {"create": "yes"}}},
+    "audit-misspelled-key": {"audit": {"clusterRoles": {"create": True}}},
     "ca-bundle-not-pem": {"tls": {"mode": "existingSecret", "existingSecret": {"name": "s", "caBundle": "not a certificate"}}},
 }
 
@@ -481,3 +494,76 @@ def test_generate_mode_makes_a_new_certificate_when_the_secret_is_missing_or_inc
         cert = decode_cert(secret["data"]["tls.crt"])
         cert.verify_directly_issued_by(decode_cert(secret["data"]["ca.crt"]))
         assert one(upgraded, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+
+
+POLICY_CONFIGMAP = f"{RELEASE}-pullsecret-injector-policy"
+AUDIT_ROLE = f"{RELEASE}-pullsecret-injector-audit"
+
+
+def policy_secret_names(name: str) -> set[str]:
+    """The secret names of a value set's policy, from the values (not from the render)."""
+    spec = VALUE_SETS[name].get("policy", {}).get("spec") or chart_default_policy()
+    return {rule["secret"] for rule in spec["rules"]}
+
+
+@pytest.mark.parametrize("name", ["defaults", "several-secrets"])
+def test_rbac_is_exactly_the_documented_rbac(rendered, name):
+    objects, _ = rendered[name]
+    cluster_binding = one(objects, "ClusterRoleBinding")
+    binding = one(objects, "RoleBinding")
+    cluster_role = one(objects, "ClusterRole", cluster_binding["roleRef"]["name"])
+    role = one(objects, "Role", binding["roleRef"]["name"])
+    secret_names = policy_secret_names(name)
+    if name == "defaults":
+        # The chart's example policy is the one deploy/RBAC.md is written for.
+        assert secret_names == DOC_SECRET_NAMES
+    check_rbac_is_documented(cluster_role, role, secret_names, POLICY_CONFIGMAP)
+    # And nothing else is granted to anyone.
+    assert len(by_kind(objects, "ClusterRole")) == 1 and len(by_kind(objects, "Role")) == 1
+
+
+def test_rbac_comparison_notices_an_extra_verb(rendered):
+    # The comparison above must be able to fail: the old core-events grant is caught.
+    objects, _ = rendered["defaults"]
+    cluster_role = one(objects, "ClusterRole")
+    widened = {**cluster_role, "rules": cluster_role["rules"] + [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]}
+    with pytest.raises(AssertionError, match="differs from deploy/RBAC.md"):
+        check_rbac_is_documented(widened, one(objects, "Role"), DOC_SECRET_NAMES, POLICY_CONFIGMAP)
+
+
+def test_default_install_has_no_audit_role(rendered):
+    for name in VALUE_SETS:
+        if name == "audit-role":
+            continue
+        objects, _ = rendered[name]
+        assert not [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == AUDIT_ROLE], name
+
+
+def test_audit_role_grants_what_audit_reads_and_is_bound_to_no_one(rendered, chart):
+    objects, notes = rendered["audit-role"]
+    names = check_install(objects, NAMESPACE)  # the webhook's own RBAC is unchanged
+    assert f"--clusterrole={AUDIT_ROLE} --group=" in notes and "every Secret" in notes
+    assert "-audit" not in rendered["defaults"][1]
+    audit_role = one(objects, "ClusterRole", AUDIT_ROLE)
+    check_audit_role_stands_alone(objects, audit_role)
+    assert normalized_rules(audit_role["rules"]) == audit_rules(DOC_SECRET_NAMES, POLICY_CONFIGMAP)
+    # The webhook's ServiceAccount is bound to its own ClusterRole only.
+    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] != AUDIT_ROLE
+    assert names["secret_names"] == DOC_SECRET_NAMES
+
+    # With an existing ConfigMap, the names come from the values as for the webhook.
+    objects, _ = render(chart, {**VALUE_SETS["existing-configmap"], "audit": {"clusterRole": {"create": True}}})
+    validate_objects(objects)
+    audit_role = one(objects, "ClusterRole", AUDIT_ROLE)
+    check_audit_role_stands_alone(objects, audit_role)
+    assert normalized_rules(audit_role["rules"]) == audit_rules({"harbor-pull", "ecr-pull"}, "registry-policy")
+
+
+def test_audit_role_of_the_chart_and_of_deploy_agree(rendered):
+    objects, _ = rendered["audit-role"]
+    chart_rules = one(objects, "ClusterRole", AUDIT_ROLE)["rules"]
+    (plain,) = load_all((REPO / "deploy/audit/clusterrole.yaml").read_text())
+    assert normalized_rules(plain["rules"]) == normalized_rules(
+        chart_rules, {frozenset({POLICY_CONFIGMAP}): frozenset({DOC_POLICY_CONFIGMAP})}
+    )

@@ -13,12 +13,18 @@ import yaml
 
 from conftest import (
     REPO,
+    SERVE_FLAGS,
+    audit_rules,
     b64,
     by_kind,
+    check_audit_role_stands_alone,
     check_cert_manager_chain,
     check_install,
     container_args,
+    documented_rbac,
+    help_flags,
     load_all,
+    normalized_rules,
     one,
     run_check,
     validate_objects,
@@ -159,3 +165,54 @@ def test_certs_subcommand_makes_what_the_manual_install_needs(rendered, binary, 
     assert names["dns_name"] in sans
     cert.verify_directly_issued_by(ca)
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+
+
+RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_rbac_is_exactly_the_documented_rbac(rendered, name):
+    # deploy/RBAC.md's YAML is written for deploy/: same objects, names, rules and subjects.
+    objects = rendered[name]
+    documented = documented_rbac()
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(key(o) for o in objects if o["kind"] in RBAC_KINDS) == sorted(key(o) for o in documented)
+    for doc in documented:
+        actual = one(objects, doc["kind"], doc["metadata"]["name"])
+        assert actual["metadata"].get("namespace") == doc["metadata"].get("namespace")
+        if "rules" in doc:
+            assert "aggregationRule" not in actual
+            assert normalized_rules(actual["rules"]) == normalized_rules(doc["rules"]), f"{key(doc)} differs from deploy/RBAC.md"
+        else:
+            assert actual["roleRef"] == doc["roleRef"] and actual["subjects"] == doc["subjects"], key(doc)
+
+
+def test_audit_role_is_opt_in_and_covers_the_policy(rendered):
+    for objects in rendered.values():
+        assert not [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == "pullsecret-injector-audit"]
+    text = (REPO / "deploy/audit/clusterrole.yaml").read_text()
+    (audit_role,) = load_all(text)
+    validate_objects([audit_role])
+    assert audit_role["kind"] == "ClusterRole" and audit_role["metadata"]["name"] == "pullsecret-injector-audit"
+    check_audit_role_stands_alone(rendered["manual-certs"] + [audit_role], audit_role)
+    policy = yaml.safe_load((REPO / "deploy/base/policy.yaml").read_text())
+    names = check_install(rendered["manual-certs"], NAMESPACE)
+    assert normalized_rules(audit_role["rules"]) == audit_rules(
+        {rule["secret"] for rule in policy["rules"]}, names["policy_configmap"]
+    )
+    # The documented way to use it binds a group, never the webhook's ServiceAccount.
+    assert "--clusterrole=pullsecret-injector-audit --group=" in text
+
+
+def test_serve_flags_exist(binary):
+    # Every flag the manifests may pass is one `serve` knows, including the newer ones.
+    flags = help_flags(binary, "serve")
+    assert SERVE_FLAGS <= flags, SERVE_FLAGS - flags
+    assert {"--header-read-timeout", "--reload-interval", "--copy-deadline", "--shutdown-grace", "--policy-configmap", "--namespace"} <= flags
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_deployment_sets_the_newer_serve_flags(rendered, name):
+    args = container_args(one(rendered[name], "Deployment"))
+    assert args["--header-read-timeout"] == "10s"
+    assert args["--reload-interval"] == "2s"

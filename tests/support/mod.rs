@@ -1,21 +1,19 @@
 //! Builders shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use k8s_openapi::api::core::v1::Pod;
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
 
+pub mod cli;
 pub mod fake_apiserver;
 pub mod registry;
+pub mod serve;
 pub mod shared;
+pub mod tls;
 
-pub use shared::shared_dir;
-
-pub fn samples_dir() -> PathBuf {
-    shared_dir().join("reference/admission_review_samples")
-}
+#[allow(unused_imports)]
+pub use shared::{sample, samples_dir, shared_dir};
 
 /// The policy most tests use: two rules on two registries plus a selector rule.
 pub const POLICY: &str = "\
@@ -112,7 +110,3 @@ rules:
     registries: [docker.io]
     secret: hub-pull
 ";
-
-pub fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(samples_dir().join(name)).expect("shared admission review sample is readable")
-}

@@ -1,17 +1,11 @@
-//! Runs the real `pullsecret-injector serve` binary for socket-level tests, and the TLS
-//! material and clients those tests need.
-//!
-//! The server is started with `--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format
-//! json`; the bound ports are read back from its `listening` log line.
+//! The TLS material and clients the socket-level tests need: a test CA and its serving
+//! certificates, a kubelet-style Secret volume, and clients that verify against a CA.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -25,36 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
-
-/// Generous bound for conditions that normally hold within milliseconds.
-pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub fn admission_sample(name: &str) -> Vec<u8> {
-    let path = super::shared::shared_dir()
-        .join("reference/admission_review_samples")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use super::serve::{DEADLINE, Serve};
 
 // ---------------------------------------------------------------------------------------------
 // Certificates
@@ -159,135 +124,35 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// The server process
-
-pub struct Serve {
-    child: Child,
-    pub https: SocketAddr,
-    pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
 impl Serve {
-    /// Starts `serve` with `args` (plus listen addresses, JSON logs and `--no-cluster`) and waits
-    /// for its `listening` line.
-    pub fn start(args: &[&str]) -> Self {
-        // Every client in these tests uses rustls with ring.
-        pullsecret_injector::install_crypto_provider();
-        let mut child = Command::new(BIN)
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--no-cluster", "--namespace", "psi"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, SocketAddr)>();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["message"] == "listening"
-                    && let (Some(h), Some(a)) = (v["https"].as_str(), v["admin"].as_str())
-                    && let (Ok(h), Ok(a)) = (h.parse(), a.parse())
-                {
-                    let _ = tx.send((h, a));
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        match rx.recv_timeout(DEADLINE) {
-            Ok((https, admin)) => Self {
-                child,
-                https,
-                admin,
-                logs,
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "serve did not log its addresses; logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
-            }
-        }
-    }
-
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends SIGTERM to this server process (by its pid).
-    pub fn sigterm(&self) {
-        self.signal("-TERM");
-    }
-
-    /// Sends `signal` (`-TERM`, `-INT`) to this server process (by its pid).
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit, up to `deadline`.
-    pub async fn exit_status(&mut self, deadline: Duration) -> ExitStatus {
-        let child = &mut self.child;
-        eventually("serve to exit", deadline, || {
-            let status = child.try_wait().unwrap();
-            async move { status }
-        })
-        .await
-    }
-
-    pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    pub fn https_url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.https.port())
-    }
-
-    /// GET on the admin port: (status, body).
-    pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        let res = reqwest::Client::new()
-            .get(self.admin_url(path))
+    /// GET `path` on the HTTPS port by a client that trusts only `ca_pem`; `http1` forces
+    /// HTTP/1.1, otherwise ALPN picks.
+    pub async fn https_get(
+        &self,
+        ca_pem: &str,
+        http1: bool,
+        path: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        client(ca_pem, http1, false)
+            .get(self.https_url(path))
             .send()
             .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.text().await.unwrap())
     }
 
-    /// Value of one sample in /metrics (`name{labels}` exactly as exposed), 0 when absent.
-    pub async fn metric(&self, sample: &str) -> f64 {
-        let (_, text) = self.admin_get("/metrics").await;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+    /// POST `body` as JSON to `path` on the HTTPS port, like [`Serve::https_get`].
+    pub async fn https_post(
+        &self,
+        ca_pem: &str,
+        http1: bool,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Result<reqwest::Response> {
+        client(ca_pem, http1, false)
+            .post(self.https_url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
     }
 
     /// The fingerprint of the certificate a fresh handshake gets.
@@ -295,15 +160,6 @@ impl Serve {
         let tls = tls_connect(self.https, ca_pem, b"http/1.1").await.unwrap();
         let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
         hex(&Sha256::digest(der.as_ref()))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
