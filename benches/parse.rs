@@ -5,7 +5,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use common::{policy_yaml, reference_table_images};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -81,10 +80,7 @@ fn registry_match(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30);
+    config = common::criterion_config();
     targets = image_refs, policy, registry_match
 }
 criterion_main!(benches);

@@ -4,7 +4,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use common::{WEBHOOK_NS, distinct_pod, policy_yaml, typical_pod};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -92,10 +91,7 @@ fn history(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30);
+    config = common::criterion_config();
     targets = rules, history
 }
 criterion_main!(benches);

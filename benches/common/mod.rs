@@ -2,24 +2,24 @@
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 pub const WEBHOOK_NS: &str = "pullsecret-injector";
 
-/// The shared reference directory: `PSI_SHARED_DIR`, else `<manifest>/../shared`, else
-/// `/work/shared` (the same lookup as the tests).
-pub fn shared_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PSI_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if beside.is_dir() {
-        return beside;
-    }
-    PathBuf::from("/work/shared")
+// The same shared-directory lookup as the tests.
+#[path = "../../tests/support/shared.rs"]
+mod shared;
+pub use shared::shared_dir;
+
+/// The measurement settings every benchmark uses: short enough for 2 cores.
+pub fn criterion_config() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
 }
 
 pub fn reference_file(name: &str) -> Vec<u8> {
