@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seeds each fuzz target's corpus from the shared reference files, then runs the targets one
+# Seeds each fuzz target's corpus from the reference fixtures in tests/fixtures/reference, then runs the targets one
 # after the other for a bounded time each.
 #   fuzz/run.sh [SECONDS_PER_TARGET (default 120)] [TARGET...]
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
@@ -13,14 +13,7 @@ if [ "${#targets[@]}" -eq 0 ]; then
   targets=(image_ref policy_parse admission_respond keyring)
 fi
 
-if [ -n "${PSI_SHARED_DIR:-}" ]; then
-  shared="$PSI_SHARED_DIR"
-elif [ -d ../../shared ]; then
-  shared="../../shared"
-else
-  shared="/work/shared"
-fi
-reference="$shared/reference"
+reference="../tests/fixtures/reference"
 
 seed() {
   local target="$1"

@@ -1,4 +1,4 @@
-//! Inputs shared by the benchmarks: generated policies, a typical Pod, the shared samples.
+//! Inputs shared by the benchmarks: generated policies, a typical Pod, the reference AdmissionReview samples.
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 
 pub const WEBHOOK_NS: &str = "pullsecret-injector";
 
-// The same shared-directory lookup as the tests.
+// The same fixture lookup as the tests.
 #[path = "../../tests/support/shared.rs"]
 mod shared;
-pub use shared::shared_dir;
+pub use shared::{reference_dir, samples_dir};
 
 /// The measurement settings every benchmark uses: short enough for 2 cores.
 pub fn criterion_config() -> criterion::Criterion {
@@ -23,13 +23,13 @@ pub fn criterion_config() -> criterion::Criterion {
 }
 
 pub fn reference_file(name: &str) -> Vec<u8> {
-    let path = shared_dir().join("reference").join(name);
+    let path = reference_dir().join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// The AdmissionReview samples, by file name, in name order.
 pub fn admission_samples() -> Vec<(String, Vec<u8>)> {
-    let dir = shared_dir().join("reference/admission_review_samples");
+    let dir = samples_dir();
     let mut samples: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .filter_map(Result::ok)

@@ -1,4 +1,4 @@
-"""`review` over the shared AdmissionReview samples, checked with an independent RFC 6902
+"""`review` over the reference AdmissionReview samples (tests/fixtures/reference), checked with an independent RFC 6902
 implementation (the `jsonpatch` package) applying the patch the webhook returns."""
 
 import base64
@@ -10,20 +10,14 @@ import subprocess
 
 import jsonpatch
 import pytest
+from conftest import binary_path
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BINARY = REPO / "target" / "debug" / "pullsecret-injector"
+BINARY = binary_path()
 ANNOTATION = "pullsecret-injector.io/injected"
 
 
-def shared_dir() -> pathlib.Path:
-    if os.environ.get("PSI_SHARED_DIR"):
-        return pathlib.Path(os.environ["PSI_SHARED_DIR"])
-    beside = REPO.parent / "shared"
-    return beside if beside.is_dir() else pathlib.Path("/work/shared")
-
-
-SAMPLES = shared_dir() / "reference" / "admission_review_samples"
+SAMPLES = REPO / "tests" / "fixtures" / "reference" / "admission_review_samples"
 
 # Covers every registry the samples use; rule order decides secret order.
 POLICY = """\

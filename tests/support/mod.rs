@@ -13,7 +13,7 @@ pub mod shared;
 pub mod tls;
 
 #[allow(unused_imports)]
-pub use shared::{sample, samples_dir, shared_dir};
+pub use shared::{reference_dir, sample, samples_dir};
 
 /// The policy most tests use: two rules on two registries plus a selector rule.
 pub const POLICY: &str = "\
