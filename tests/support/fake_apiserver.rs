@@ -37,7 +37,9 @@ use std::time::Duration;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, Namespace, Pod, Secret, ServiceAccount,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -246,6 +248,14 @@ impl FakeApiServer {
 
     pub fn put_pod(&self, pod: &Pod) -> Pod {
         from_value(self.put(Kind::Pods, to_value(pod)))
+    }
+
+    pub fn put_service_account(&self, sa: &ServiceAccount) -> ServiceAccount {
+        from_value(self.put(Kind::ServiceAccounts, to_value(sa)))
+    }
+
+    pub fn get_service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccount> {
+        self.get(Kind::ServiceAccounts, namespace, name).map(from_value)
     }
 
     /// The stored object (namespace "" for cluster-scoped kinds).

@@ -21,6 +21,7 @@ pub enum Kind {
     Secrets,
     ConfigMaps,
     Pods,
+    ServiceAccounts,
     /// core/v1 Events.
     Events,
     /// events.k8s.io/v1 Events: another version of the core Event storage.
@@ -28,11 +29,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Namespaces,
         Kind::Secrets,
         Kind::ConfigMaps,
         Kind::Pods,
+        Kind::ServiceAccounts,
         Kind::Events,
         Kind::EventsV1,
     ];
@@ -57,6 +59,7 @@ impl Kind {
             Kind::Secrets => "Secret",
             Kind::ConfigMaps => "ConfigMap",
             Kind::Pods => "Pod",
+            Kind::ServiceAccounts => "ServiceAccount",
             Kind::Events | Kind::EventsV1 => "Event",
         }
     }
@@ -67,6 +70,7 @@ impl Kind {
             Kind::Secrets => "secrets",
             Kind::ConfigMaps => "configmaps",
             Kind::Pods => "pods",
+            Kind::ServiceAccounts => "serviceaccounts",
             Kind::Events | Kind::EventsV1 => "events",
         }
     }
@@ -95,7 +99,7 @@ impl Kind {
         match self {
             Kind::Namespaces => &["metadata.name", "status.phase"],
             Kind::Secrets => &["metadata.name", "metadata.namespace", "type"],
-            Kind::ConfigMaps => &["metadata.name", "metadata.namespace"],
+            Kind::ConfigMaps | Kind::ServiceAccounts => &["metadata.name", "metadata.namespace"],
             Kind::Pods => &[
                 "metadata.name",
                 "metadata.namespace",

@@ -147,7 +147,7 @@ pub fn validate(kind: Kind, name: &str, obj: &Value, existing: Option<&Value>) -
                 ));
             }
         }
-        Kind::Secrets | Kind::ConfigMaps | Kind::Pods => {
+        Kind::Secrets | Kind::ConfigMaps | Kind::Pods | Kind::ServiceAccounts => {
             if !is_dns_subdomain(name) {
                 errs.push(FieldError::invalid(
                     "metadata.name",
