@@ -130,7 +130,13 @@ impl Pruner {
         let keys: HashSet<Key> = found.iter().map(|s| key_of(s)).collect();
         // No longer a candidate (the rule applies again, the copy went): forgotten, so a
         // later candidacy gets a full grace period again.
-        candidates.retain(|k, _| keys.contains(k));
+        candidates.retain(|(namespace, secret), _| {
+            let still = keys.contains(&(namespace.clone(), secret.clone()));
+            if !still {
+                debug!(%namespace, %secret, "copy is no longer a candidate for deletion");
+            }
+            still
+        });
         for secret in found {
             let key = key_of(&secret);
             let candidate = candidates.entry(key.clone()).or_insert_with(|| {
@@ -150,7 +156,7 @@ impl Pruner {
                 }
                 Verdict::Kept(why) => {
                     if candidate.kept_for.as_deref() != Some(why.as_str()) {
-                        info!(namespace = %key.0, secret = %key.1, reason = %why, "copy no rule gives this namespace is kept: still referenced");
+                        info!(namespace = %key.0, secret = %key.1, reason = %why, "copy that no rule gives this namespace any more is kept");
                         candidate.kept_for = Some(why);
                     }
                     candidate.looks += 1;

@@ -221,7 +221,8 @@ impl Controller {
             };
             generation = self.policy.generation();
             let mut accounts = self.accounts.by_namespace();
-            let work: BTreeSet<String> = if std::mem::take(&mut all) {
+            let full = std::mem::take(&mut all);
+            let work: BTreeSet<String> = if full {
                 last_full = Instant::now();
                 let mut every: BTreeSet<String> = self.namespaces.names().into_iter().collect();
                 every.extend(accounts.keys().cloned());
@@ -230,6 +231,7 @@ impl Controller {
             } else {
                 std::mem::take(&mut dirty)
             };
+            let namespaces = work.len();
             for ns in work {
                 let sas = accounts.remove(&ns).unwrap_or_default();
                 if self.reconcile_namespace(&policy, &ns, sas).await {
@@ -239,6 +241,12 @@ impl Controller {
                     retry.insert(ns, (attempts, Instant::now() + retry_delay(attempts)));
                 }
             }
+            debug!(
+                full,
+                namespaces,
+                retrying = retry.len(),
+                "ServiceAccount pass done"
+            );
         }
     }
 
