@@ -5,6 +5,7 @@ pub mod admission;
 mod audit;
 pub mod cli;
 pub mod cmd;
+pub mod coverage;
 pub mod dockerconfig;
 pub mod k8s;
 pub mod keyring;
