@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cmd;
 pub mod coverage;
 pub mod dockerconfig;
+mod glob;
 pub mod k8s;
 pub mod keyring;
 pub mod metrics;
