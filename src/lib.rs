@@ -2,6 +2,7 @@
 //! secrets its images need and keeps their copies current.
 
 pub mod admission;
+mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod coverage;
