@@ -26,7 +26,7 @@ pub(crate) struct NamespaceCache {
 }
 
 impl NamespaceCache {
-    fn new(store: Store<Namespace>) -> Self {
+    pub(super) fn new(store: Store<Namespace>) -> Self {
         Self {
             store,
             synced: AtomicBool::new(false),
