@@ -4,7 +4,9 @@
 pub mod admission;
 pub mod cli;
 pub mod cmd;
+pub mod diagnose;
 pub mod dockerconfig;
+pub mod expiry;
 pub mod k8s;
 pub mod keyring;
 pub mod metrics;
