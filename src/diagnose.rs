@@ -52,7 +52,8 @@ pub enum Verdict {
     SecretMissing,
     /// A listed Secret is not a registry Secret the kubelet reads (type, data key, content).
     WrongType,
-    /// The Secrets have entries, but none matches the image the way the kubelet looks it up.
+    /// The Secrets have entries, and one nearly matches the image (port, path, scheme, Docker
+    /// Hub alias, glob): it misses the way the kubelet looks it up.
     KeyMismatch,
     /// The matching entry's `auth` is not base64 of `user:password`, or it is empty.
     BadAuth,
@@ -382,7 +383,7 @@ pub fn evaluate(target: &str, listed: &[Listed<'_>], rules: &[RuleRef], now: Uni
         };
         return Finding::new(Verdict::NoPullSecret, detail, no_secret_fix(target, rules));
     }
-    mismatch(target, &found, &ring)
+    mismatch(target, &found, &ring, rules)
 }
 
 fn no_secret_fix(target: &str, rules: &[RuleRef]) -> String {
@@ -498,7 +499,12 @@ fn matched(
 }
 
 /// No key matches: name the closest one and why it misses.
-fn mismatch(target: &str, found: &[&SecretFacts], ring: &Keyring<Held>) -> Finding {
+fn mismatch(
+    target: &str,
+    found: &[&SecretFacts],
+    ring: &Keyring<Held>,
+    rules: &[RuleRef],
+) -> Finding {
     let mut best: Option<(u8, &keyring::Entry<Held>, NearMiss)> = None;
     // Walk in the kubelet's order so that ties go to the key it would have tried first.
     let mut entries: Vec<&keyring::Entry<Held>> = ring.entries().iter().collect();
@@ -536,16 +542,15 @@ fn mismatch(target: &str, found: &[&SecretFacts], ring: &Keyring<Held>) -> Findi
                 miss.fix,
             )
         },
+        // No key is even close: the Secrets are for other registries.
         None => Finding::new(
-            Verdict::KeyMismatch,
+            Verdict::NoPullSecret,
             format!(
                 "the Pod's Secrets ({}) hold keys {}, none for {host}: the kubelet pulls {target} anonymously",
                 quoted(&names),
                 keys.join(", ")
             ),
-            format!(
-                "add an entry for {host} (`pullsecret-injector secret create NAME --server {host} ...`)"
-            ),
+            no_secret_fix(target, rules),
         ),
     }
 }
@@ -706,11 +711,16 @@ impl PullHistory {
 
     /// The image pull is what keeps the container waiting.
     pub fn pull_failing(&self) -> bool {
-        matches!(
-            self.waiting_reason.as_deref(),
-            Some("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull")
-        )
+        self.waiting_reason.as_deref().is_some_and(is_pull_failure)
     }
+}
+
+/// Waiting reasons the kubelet gives a container whose image it could not pull.
+pub fn is_pull_failure(waiting_reason: &str) -> bool {
+    matches!(
+        waiting_reason,
+        "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
+    )
 }
 
 /// The kubelet's (runtime's) pull errors in plain words. Order matters: the anonymous-token

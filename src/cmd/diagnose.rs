@@ -566,7 +566,7 @@ async fn pod(args: DiagnosePodArgs) -> Result<ExitCode, DiagnoseError> {
         verify: verify_client,
     };
     let images = diagnose_pod(&pod, &secrets, &events, &ctx).await;
-    let ok = images.iter().all(|i| i.verdict.is_ok());
+    let ok = images.iter().all(settled);
     let report = PodReport {
         pod: args.name.clone(),
         namespace,
@@ -581,6 +581,16 @@ async fn pod(args: DiagnosePodArgs) -> Result<ExitCode, DiagnoseError> {
         TextOrJson::Text => print_pod(&report, policy.is_some()),
     }
     Ok(exit(ok))
+}
+
+/// Nothing left to fix: the verdict is ok and the kubelet is not failing to pull (an `ok`
+/// credential the registry still refuses is not settled).
+fn settled(report: &ContainerReport) -> bool {
+    report.verdict.is_ok()
+        && !report
+            .state
+            .as_deref()
+            .is_some_and(diagnose::is_pull_failure)
 }
 
 fn exit(ok: bool) -> ExitCode {
@@ -664,16 +674,11 @@ fn pull_failing(pod: &Pod) -> bool {
         .iter()
         .flat_map(|k| statuses(pod, k))
         .any(|s| {
-            let reason = s
-                .state
+            s.state
                 .as_ref()
                 .and_then(|st| st.waiting.as_ref())
-                .and_then(|w| w.reason.clone());
-            PullHistory {
-                waiting_reason: reason,
-                ..PullHistory::default()
-            }
-            .pull_failing()
+                .and_then(|w| w.reason.as_deref())
+                .is_some_and(diagnose::is_pull_failure)
         })
 }
 
@@ -739,7 +744,7 @@ async fn namespace(args: DiagnoseNamespaceArgs) -> Result<ExitCode, DiagnoseErro
             })
             .collect();
         let images = diagnose_pod(pod, &secrets, &mine, &ctx).await;
-        report.ok &= images.iter().all(|i| i.verdict.is_ok());
+        report.ok &= images.iter().all(settled);
         report.pods.push(NamespacePod { pod: name, images });
     }
     match options.output {
