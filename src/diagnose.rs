@@ -233,8 +233,10 @@ pub struct Finding {
     pub key: Option<String>,
     pub detail: String,
     pub fix: String,
-    /// For `key-mismatch`: why the closest key misses.
+    /// For `key-mismatch`: why the closest key misses, in a few words.
     pub why_not: Option<String>,
+    /// For `ok` and `token-expired`: when the matching token expires.
+    pub expires_at: Option<UnixTime>,
 }
 
 impl Finding {
@@ -246,6 +248,7 @@ impl Finding {
             detail,
             fix,
             why_not: None,
+            expires_at: None,
         }
     }
 }
@@ -453,6 +456,7 @@ fn matched(
         return Finding {
             secret,
             key,
+            expires_at: expiry_of(&e.credential),
             ..Finding::new(Verdict::Ok, detail, "nothing to fix".into())
         };
     }
@@ -462,6 +466,7 @@ fn matched(
         return Finding {
             secret: secret.clone(),
             key,
+            expires_at: Some(at),
             ..Finding::new(
                 Verdict::TokenExpired,
                 format!(
@@ -529,7 +534,7 @@ fn mismatch(
         Some((_, e, miss)) => Finding {
             secret: Some(found[e.credential.secret].name.clone()),
             key: Some(display_key(&e.key)),
-            why_not: Some(miss.why.clone()),
+            why_not: Some(miss.short.clone()),
             ..Finding::new(
                 Verdict::KeyMismatch,
                 format!(
@@ -557,6 +562,8 @@ fn mismatch(
 
 struct NearMiss {
     score: u8,
+    /// A few words, for the admission warning (which has 256 characters in all).
+    short: String,
     why: String,
     fix: String,
 }
@@ -597,6 +604,7 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
         if lowered != raw && matches(&lowered) {
             return Some(NearMiss {
                 score: 4,
+                short: "its scheme is not lower case, so the kubelet reads it as a host".into(),
                 why: format!(
                     "the scheme `{}` is not lower case: the kubelet strips only `https://` and `http://`, so it reads this key as a host named `{}`",
                     &raw[..i + 3],
@@ -611,6 +619,10 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
     if t_name == DOCKER_HUB && DOCKER_HUB_LOOKALIKES.contains(&k_name) {
         return Some(NearMiss {
             score: 4,
+            short: format!(
+                "Docker Hub images need the key {}",
+                dockerconfig::DOCKER_HUB_KEY
+            ),
             why: format!(
                 "Docker Hub images are looked up as `docker.io/{t_path}`, which `{index}` never matches, and the Docker Hub fallback only uses a key that is exactly `index.docker.io`",
                 t_path = t_path.trim_start_matches('/')
@@ -641,6 +653,17 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
             };
             return Some(NearMiss {
                 score: 3,
+                short: match (k_port.is_empty(), t_port.is_empty()) {
+                    (true, false) => {
+                        format!("the key has no port, the image port {}", &t_port[1..])
+                    }
+                    (false, true) => format!("the key has port {}, the image none", &k_port[1..]),
+                    _ => format!(
+                        "the key has port {}, the image port {}",
+                        &k_port[1..],
+                        &t_port[1..]
+                    ),
+                },
                 why,
                 fix: format!(
                     "add an entry for `{t_host}` (`pullsecret-injector secret create NAME --server {t_host} ...`)"
@@ -651,6 +674,7 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
     if !k_path.is_empty() && matches(k_host) {
         return Some(NearMiss {
             score: 3,
+            short: format!("the key only covers `{k_path}`"),
             why: format!(
                 "the key is limited to the path `{k_path}`, the image's repository is `{t_path}`: the kubelet requires the key's path to be a prefix of the image's"
             ),
@@ -662,6 +686,7 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
     if k_name.contains('*') && k_name.split('.').count() != t_name.split('.').count() {
         return Some(NearMiss {
             score: 2,
+            short: "`*` stands for one DNS label".into(),
             why: format!(
                 "`*` stands for exactly one DNS label: `{k_name}` has {} labels, `{t_name}` has {}",
                 k_name.split('.').count(),
@@ -674,6 +699,7 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
     if k_name != t_name && same_domain && t_name.contains('.') {
         return Some(NearMiss {
             score: 1,
+            short: format!("a different host (image `{t_host}`)"),
             why: format!("it is for host `{k_host}`, the image is on `{t_host}`"),
             fix: format!("add an entry for `{t_host}`"),
         });
@@ -927,33 +953,32 @@ pub fn admission_warnings(
                 Verdict::Ok => continue,
                 v => v.name(),
             };
-            let why = match finding.verdict {
+            // Short: the apiserver shows at most 256 characters of each warning.
+            let head = format!("pull secret {:?} (rule {})", need.name, rule.name);
+            let message = match finding.verdict {
                 Verdict::KeyMismatch | Verdict::NoPullSecret => {
-                    let keys = secret.keys();
-                    match (&finding.key, &finding.why_not, keys.is_empty()) {
-                        (Some(k), Some(why), _) => {
-                            format!(
-                                "no key the kubelet would use for {target} (closest `{k}`: {why})"
-                            )
-                        }
-                        (_, _, true) => {
-                            format!("no registry entry at all; {target} is pulled anonymously")
-                        }
-                        _ => format!(
-                            "no key the kubelet would use for {target} (keys: {})",
-                            keys.join(", ")
-                        ),
-                    }
+                    let closest = match (&finding.key, &finding.why_not) {
+                        (Some(k), Some(why)) => format!("closest `{k}`: {why}"),
+                        _ if secret.keys().is_empty() => "it has no registry entry".to_string(),
+                        _ => format!("its keys: {}", secret.keys().join(", ")),
+                    };
+                    format!(
+                        "{head} has no key the kubelet would use for image {image:?} [{reason}]; {closest}"
+                    )
                 }
-                _ => finding.detail.clone(),
-            };
-            out.push(AdmissionWarning {
-                reason,
-                message: format!(
-                    "pull secret {:?} (rule {}) will not work for image {image:?} [{reason}]: {why}",
-                    need.name, rule.name
+                Verdict::TokenExpired => format!(
+                    "{head} holds a token that expired at {} [{reason}]; pulls of {image:?} will fail",
+                    finding
+                        .expires_at
+                        .map(expiry::format_rfc3339)
+                        .unwrap_or_default()
                 ),
-            });
+                _ => format!(
+                    "{head} is unusable for image {image:?} [{reason}]: {}",
+                    finding.detail
+                ),
+            };
+            out.push(AdmissionWarning { reason, message });
             // An expired or unreadable Secret is the same for every image: say it once.
             if finding.verdict != Verdict::KeyMismatch {
                 break;
