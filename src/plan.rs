@@ -57,8 +57,8 @@ pub struct Namespace<'a> {
 /// One image of the Pod and where it came from.
 pub(crate) struct PodImage<'p> {
     /// `container "web"`, `initContainer "init"`, `ephemeralContainer "debug"`.
-    kind: &'static str,
-    container: &'p str,
+    pub(crate) kind: &'static str,
+    pub(crate) container: &'p str,
     pub(crate) image: &'p str,
 }
 
