@@ -266,7 +266,7 @@ mod tests {
             "*.dkr.ecr.*.amazonaws.com",
             "registry.example.com:5000/team/",
             "*.example.com",
-            "reg?.io",
+            "reg[0-9].io",
             "[::1]:5000",
         ]
         .iter()
@@ -279,7 +279,8 @@ mod tests {
             out.sort_unstable();
             out
         };
-        assert_eq!(of("quay.io/org/app"), [0]);
+        // quay.io is exact; reg[0-9].io has the same length and last label.
+        assert_eq!(of("quay.io/org/app"), [0, 4]);
         assert_eq!(of("1.dkr.ecr.eu-west-1.amazonaws.com/app"), [1]);
         assert_eq!(
             of("1.dkr.ecr.eu-west-1.amazonaws.org/app"),
@@ -291,6 +292,57 @@ mod tests {
         assert_eq!(of("a.example.com/x"), [3]);
         assert_eq!(of("reg1.io/x"), [4]);
         assert_eq!(of("[::1]:5000/x"), [5]);
-        assert_eq!(of("docker.io/library/nginx"), Vec::<usize>::new());
+        assert_eq!(of("docker.io/library/nginx"), [4]);
+        assert_eq!(of("docker.example.org/nginx"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn the_index_never_changes_what_matches() {
+        let patterns: Vec<SchemelessUrl> = [
+            "quay.io",
+            "quay.io:443",
+            "*.io",
+            "*",
+            "*.*",
+            "*.dkr.ecr.*.amazonaws.com",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "registry.example.com:5000/team/",
+            "*.example.com/a",
+            "reg[0-9].io",
+            "[::1]:5000",
+            "localhost:5000",
+            "ghcr.io/acme/",
+        ]
+        .iter()
+        .map(|p| SchemelessUrl::parse(p))
+        .collect();
+        let index = RuleIndex::build(patterns.iter().enumerate());
+        for target in [
+            "quay.io/org/app",
+            "quay.io:443/org/app",
+            "docker.io/library/nginx",
+            "nginx",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app",
+            "1.dkr.ecr.us-east-1.amazonaws.com/app",
+            "registry.example.com:5000/team/x",
+            "registry.example.com/team/x",
+            "a.example.com/a/b",
+            "reg7.io/x",
+            "[::1]:5000/x",
+            "localhost:5000/dev",
+            "ghcr.io/acme/shop",
+            "ghcr.io/other",
+        ] {
+            let target = SchemelessUrl::parse(target);
+            let brute: Vec<usize> = (0..patterns.len())
+                .filter(|&i| patterns[i].matches(&target))
+                .collect();
+            let mut indexed = Vec::new();
+            index.candidates(&target, &mut indexed);
+            indexed.sort_unstable();
+            indexed.dedup();
+            indexed.retain(|&i| patterns[i].matches(&target));
+            assert_eq!(indexed, brute, "{target:?}");
+        }
     }
 }
