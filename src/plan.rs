@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-pub use crate::facts::{ContainerFacts, ContainerKind, PodFacts, PodImage};
+use crate::facts::PodImage as FactsImage;
+pub use crate::facts::{ContainerFacts, ContainerKind, PodFacts};
 use crate::keyring::SchemelessUrl;
 use crate::policy::{NamespaceVerdict, Policy};
 use crate::reference::ImageRef;
@@ -54,6 +56,42 @@ pub struct Namespace<'a> {
     pub labels: Option<&'a BTreeMap<String, String>>,
 }
 
+/// One image of the Pod and where it came from.
+pub(crate) struct PodImage<'p> {
+    /// `container "web"`, `initContainer "init"`, `ephemeralContainer "debug"`.
+    pub(crate) kind: &'static str,
+    pub(crate) container: &'p str,
+    pub(crate) image: &'p str,
+}
+
+/// The Pod's images in the kubelet's pull order (init, regular, ephemeral); empty ones left out.
+pub(crate) fn pod_images(pod: &Pod) -> Vec<PodImage<'_>> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let mut images = Vec::new();
+    for c in spec.init_containers.iter().flatten() {
+        images.push(("initContainer", c.name.as_str(), c.image.as_deref()));
+    }
+    for c in &spec.containers {
+        images.push(("container", c.name.as_str(), c.image.as_deref()));
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        images.push(("ephemeralContainer", c.name.as_str(), c.image.as_deref()));
+    }
+    images
+        .into_iter()
+        .filter_map(|(kind, container, image)| {
+            // A missing image is the apiserver's to reject; nothing to pull, nothing to add.
+            image.filter(|i| !i.is_empty()).map(|image| PodImage {
+                kind,
+                container,
+                image,
+            })
+        })
+        .collect()
+}
+
 /// Decides what `pod` gets in `namespace` under `policy`.
 pub fn plan(
     policy: &Policy,
@@ -77,7 +115,7 @@ pub fn plan(
     // For every rule that matched, the first image that made it match; new images first,
     // so an UPDATE warning names the image that brought the need. Kept in rule order.
     let mut matched: Vec<(usize, &str)> = Vec::new();
-    let mut images: Vec<PodImage<'_>> = pod.images().collect();
+    let mut images: Vec<FactsImage<'_>> = pod.images().collect();
     images.sort_by_key(|i| is_old(i.image));
     let mut unknown_labels: Vec<usize> = Vec::new();
     let mut rules: Vec<usize> = Vec::new();
