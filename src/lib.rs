@@ -10,6 +10,7 @@ pub mod diagnose;
 pub mod dockerconfig;
 pub mod expiry;
 pub mod facts;
+mod glob;
 pub mod k8s;
 pub mod keyring;
 pub mod metrics;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use thiserror::Error;
 
+use crate::glob::Glob;
 use crate::keyring;
 pub use crate::rule_index::NamespaceView;
 use crate::rule_index::{NamespaceVerdicts, RuleIndex};
@@ -884,116 +885,6 @@ impl Selector {
                     Operator::DoesNotExist => value.is_none(),
                 }
             })
-    }
-}
-
-/// A glob with Go `path.Match` syntax: `*`, `?`, `[...]` classes (`^` negates), `\` escapes.
-#[derive(Debug, Clone)]
-pub(crate) struct Glob {
-    tokens: Vec<Token>,
-}
-
-#[derive(Debug, Clone)]
-enum Token {
-    Char(char),
-    Star,
-    Any,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl Glob {
-    pub(crate) fn compile(pattern: &str) -> Result<Self, String> {
-        let mut tokens = Vec::new();
-        let mut chars = pattern.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '*' => tokens.push(Token::Star),
-                '?' => tokens.push(Token::Any),
-                '\\' => tokens.push(Token::Char(chars.next().ok_or("trailing '\\'")?)),
-                '[' => {
-                    let negated = chars.next_if_eq(&'^').is_some();
-                    let mut ranges = Vec::new();
-                    loop {
-                        match chars.peek() {
-                            None => return Err("unclosed '['".into()),
-                            Some(']') if !ranges.is_empty() => {
-                                chars.next();
-                                break;
-                            }
-                            Some(_) => {}
-                        }
-                        let lo = class_char(&mut chars)?;
-                        let hi = if chars.next_if_eq(&'-').is_some() {
-                            class_char(&mut chars)?
-                        } else {
-                            lo
-                        };
-                        ranges.push((lo, hi));
-                    }
-                    tokens.push(Token::Class { negated, ranges });
-                }
-                other => tokens.push(Token::Char(other)),
-            }
-        }
-        Ok(Self { tokens })
-    }
-
-    pub(crate) fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
-        // Classic two-pointer wildcard match with one backtrack point per star.
-        let (mut t, mut p) = (0, 0);
-        let mut backtrack: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match self.tokens.get(p) {
-                Some(Token::Star) => {
-                    backtrack = Some((p, t));
-                    p += 1;
-                    continue;
-                }
-                Some(token) if token.accepts(text[t]) => {
-                    p += 1;
-                    t += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            match backtrack {
-                Some((star, from)) => {
-                    p = star + 1;
-                    t = from + 1;
-                    backtrack = Some((star, from + 1));
-                }
-                None => return false,
-            }
-        }
-        self.tokens[p..]
-            .iter()
-            .all(|tok| matches!(tok, Token::Star))
-    }
-}
-
-impl Token {
-    fn accepts(&self, c: char) -> bool {
-        match self {
-            Token::Char(x) => *x == c,
-            Token::Any => true,
-            Token::Star => false,
-            Token::Class { negated, ranges } => {
-                ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
-            }
-        }
-    }
-}
-
-fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
-    match chars.next() {
-        None => Err("unclosed '['".into()),
-        Some('\\') => chars.next().ok_or_else(|| "trailing '\\'".to_string()),
-        Some(c @ ('-' | ']')) => Err(format!("unexpected {c:?} in a character class")),
-        Some(c) => Ok(c),
     }
 }
 
