@@ -447,7 +447,7 @@ fn rules_for_image(
     };
     let decision = plan::plan(
         policy,
-        &pod,
+        &plan::PodFacts::from_pod(&pod),
         namespace,
         Operation::Create,
         webhook_namespace,
