@@ -393,7 +393,7 @@ fn audit_pods(
             let rules = policy
                 .map(|p| rules_for_image(p, &namespace, image, webhook_namespace))
                 .unwrap_or_default();
-            let private = parsed.registry != "docker.io";
+            let private = parsed.registry != crate::reference::DEFAULT_DOMAIN;
             if rules.is_empty() && !private {
                 continue;
             }

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The webhook's namespace when neither `--namespace` nor `POD_NAMESPACE` says otherwise
+/// (the manifests in deploy/ and the chart's default).
+pub const DEFAULT_WEBHOOK_NAMESPACE: &str = "pullsecret-injector";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pullsecret-injector",
@@ -57,7 +61,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub policy_configmap: Option<String>,
     /// The webhook's own namespace (always excluded from injection).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "pullsecret-injector")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
     pub namespace: String,
     /// PEM certificate chain served to the API server; reloaded when it changes on disk.
     #[arg(long, value_name = "FILE", required_unless_present = "self_signed")]
@@ -121,7 +125,7 @@ pub struct ReviewArgs {
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
     pub namespace_labels: Labels,
     /// The webhook's own namespace (always excluded), as `serve --namespace`.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "pullsecret-injector")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
     pub webhook_namespace: String,
     #[arg(long, value_enum, default_value_t = ReviewOutput::Response)]
     pub output: ReviewOutput,
@@ -147,7 +151,7 @@ pub struct ExplainArgs {
     pub namespace: String,
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
     pub namespace_labels: Labels,
-    #[arg(long, env = "POD_NAMESPACE", default_value = "pullsecret-injector")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
     pub webhook_namespace: String,
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
@@ -353,27 +357,16 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
     Ok(labels)
 }
 
-/// Durations as `500ms`, `2s`, `1m`.
+/// Durations in Go syntax (`500ms`, `2s`, `1m30s`), the one parser the webhook also reads
+/// the apiserver's `?timeout=` with; a bare number means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    let parsed = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Some(Duration::from_secs_f64(secs)),
+        Ok(_) => None,
+        Err(_) => crate::admission::parse_go_duration(s),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    parsed.ok_or_else(|| format!("{s:?} is not a duration like 500ms, 2s or 1m"))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::net::Ipv6Addr;
 use crate::glob;
 
 /// The index key under which the kubelet keeps Docker Hub's `https://index.docker.io/v1/`.
-const DEFAULT_REGISTRY_KEY: &str = "index.docker.io";
+pub(crate) const DEFAULT_REGISTRY_KEY: &str = "index.docker.io";
 
 /// The index key the kubelet derives from an `auths` key, or `None` when it skips the key
 /// (its URL does not parse).
@@ -84,7 +84,7 @@ pub fn is_default_registry_match(target: &str) -> bool {
         return false;
     }
     !has_slash
-        || first == "docker.io"
+        || first == crate::reference::DEFAULT_DOMAIN
         || first == DEFAULT_REGISTRY_KEY
         || !first.contains(['.', ':'])
 }

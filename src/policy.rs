@@ -703,8 +703,8 @@ fn rule_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// RFC 1123 label (namespace names).
-fn dns_label(name: &str) -> Result<(), &'static str> {
+/// RFC 1123 label (namespace names, Service names).
+pub(crate) fn dns_label(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
     }

@@ -6,8 +6,18 @@
 
 use thiserror::Error;
 
-const DEFAULT_DOMAIN: &str = "docker.io";
+/// Docker Hub's domain after normalization (`nginx` is `docker.io/library/nginx`).
+pub(crate) const DEFAULT_DOMAIN: &str = "docker.io";
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
+/// Host names people write for Docker Hub in registry keys. Hub images normalize to
+/// [`DEFAULT_DOMAIN`], so none of these matches them directly; `index.docker.io` alone is
+/// reached, through the kubelet's Docker Hub fallback.
+pub(crate) const DOCKER_HUB_HOSTS: [&str; 4] = [
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+    "hub.docker.com",
+    "index.docker.io",
+];
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 const LOCALHOST: &str = "localhost";
 const DEFAULT_TAG: &str = "latest";

@@ -33,7 +33,7 @@ pub struct Target {
 
 impl Target {
     pub fn from_image(image: &crate::reference::ImageRef) -> Self {
-        let host = if image.registry == "docker.io" {
+        let host = if image.registry == crate::reference::DEFAULT_DOMAIN {
             DOCKER_HUB_API_HOST.to_string()
         } else {
             image.registry.clone()

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::ListParams;
 use thiserror::Error;
 
-use crate::cli::{AuditArgs, TextOrJson};
+use crate::cli::{AuditArgs, DEFAULT_WEBHOOK_NAMESPACE, TextOrJson};
 use crate::dockerconfig::{Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::policy::Policy;
 
@@ -21,8 +21,6 @@ pub use crate::audit::{
 pub use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY};
 /// Key of the policy document in its ConfigMap.
 const POLICY_KEY: &str = "policy.yaml";
-/// The webhook's namespace when POD_NAMESPACE is not set (as `serve --namespace`).
-const DEFAULT_WEBHOOK_NAMESPACE: &str = "pullsecret-injector";
 /// Objects per list request.
 const LIST_PAGE: u32 = 500;
 

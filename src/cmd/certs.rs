@@ -42,12 +42,7 @@ pub async fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
 
 /// RFC 1123 label, as Kubernetes requires for Service and Namespace names.
 fn is_dns_label(s: &str) -> bool {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(ok_char)
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    crate::policy::dns_label(s).is_ok()
 }
 
 #[cfg(test)]

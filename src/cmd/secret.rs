@@ -20,7 +20,7 @@ use crate::dockerconfig::{
     self, BrokenConfig, Document, Format, NewEntry, Severity, SourcedCredential, display_key,
 };
 use crate::keyring::{self, Keyring};
-use crate::reference::ImageRef;
+use crate::reference::{DOCKER_HUB_HOSTS, ImageRef};
 use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target};
 
 #[derive(Debug, Error)]
@@ -192,12 +192,7 @@ fn check_server(server: &str) -> Result<(), SecretError> {
         )));
     };
     let host = index.split('/').next().unwrap_or(&index);
-    if [
-        "registry-1.docker.io",
-        "registry.hub.docker.com",
-        "hub.docker.com",
-    ]
-    .contains(&host)
+    if (host != dockerconfig::DOCKER_HUB_FALLBACK_INDEX_KEY && DOCKER_HUB_HOSTS.contains(&host))
         || (host.contains('*') && keyring::urls_match(host, "registry-1.docker.io"))
     {
         return Err(SecretError::Usage(format!(

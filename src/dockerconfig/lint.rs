@@ -8,6 +8,7 @@ use super::{
     decode, display_key,
 };
 use crate::keyring;
+use crate::reference::DOCKER_HUB_HOSTS;
 
 /// `MaxSecretSize`: the sum of all decoded data values.
 const MAX_SECRET_SIZE: usize = 1024 * 1024;
@@ -429,14 +430,9 @@ fn lint_entry(
 /// Keys that look like Docker Hub but never match its images.
 fn hub_pitfall(index: &str) -> Option<String> {
     let host = index.split('/').next().unwrap_or(index);
-    let hub_like = [
-        "registry-1.docker.io",
-        "registry.hub.docker.com",
-        "hub.docker.com",
-        "index.docker.io",
-    ]
-    .iter()
-    .any(|h| *h == host || keyring::urls_match(host, h));
+    let hub_like = DOCKER_HUB_HOSTS
+        .iter()
+        .any(|h| *h == host || keyring::urls_match(host, h));
     if !hub_like
         || index == DOCKER_HUB_FALLBACK_INDEX_KEY
         || keyring::urls_match(index, HUB_SAMPLE_TARGET)

@@ -35,4 +35,4 @@ pub const KEY_DOCKERCFG: &str = ".dockercfg";
 /// kubectl's default server key for Docker Hub.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// The only index key the kubelet's Docker Hub fallback looks at.
-pub const DOCKER_HUB_FALLBACK_INDEX_KEY: &str = "index.docker.io";
+pub const DOCKER_HUB_FALLBACK_INDEX_KEY: &str = crate::keyring::DEFAULT_REGISTRY_KEY;

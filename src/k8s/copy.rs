@@ -13,8 +13,7 @@ pub const ANNOTATION_SOURCE: &str = "pullsecret-injector.io/source";
 /// `sha256:<hex>` of the source's type and data when the copy was written.
 pub const ANNOTATION_SOURCE_HASH: &str = "pullsecret-injector.io/source-hash";
 
-pub(crate) const TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
-pub(crate) const TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
+pub(crate) use crate::dockerconfig::{TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 
 /// Whether a Secret can be handed to the kubelet as a pull secret (and so may be copied).
 pub(crate) fn is_pull_secret_type(secret: &Secret) -> bool {
