@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod cli;
 pub mod cmd;
+pub mod coverage;
 pub mod diagnose;
 pub mod dockerconfig;
 pub mod expiry;
