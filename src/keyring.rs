@@ -54,6 +54,14 @@ impl SchemelessUrl {
         Self(GoUrl::parse_schemeless(s))
     }
 
+    /// The host without its port, as URLsMatch compares it label by label; `None` when the
+    /// string did not parse (it matches nothing). Lets a policy index its patterns by host.
+    pub(crate) fn hostname(&self) -> Option<&str> {
+        self.0
+            .as_ref()
+            .map(|url| split_host_port_or_whole(&url.host).0)
+    }
+
     /// URLsMatch with `self` as the glob.
     pub fn matches(&self, target: &SchemelessUrl) -> bool {
         match (&self.0, &target.0) {

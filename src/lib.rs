@@ -2,12 +2,14 @@
 //! secrets its images need and keeps their copies current.
 
 pub mod admission;
+mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod coverage;
 pub mod diagnose;
 pub mod dockerconfig;
 pub mod expiry;
+pub mod facts;
 pub mod k8s;
 pub mod keyring;
 pub mod metrics;
@@ -15,6 +17,7 @@ pub mod plan;
 pub mod policy;
 pub mod reference;
 pub mod registry;
+mod rule_index;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -1,8 +1,9 @@
 //! The policy document (`policy.yaml`): parsed, validated, compiled into a matcher.
 //!
 //! Parse (serde, unknown fields rejected), then validate every value collecting all problems
-//! with their line and column, then compile: globs become matchers once, so matching a Pod
-//! costs one pass over the rules and never grows with the number of Pods.
+//! with their line and column, then compile: globs become matchers once and the rules are
+//! indexed by registry host (src/rule_index.rs), so matching a Pod costs what the rules that
+//! can match its images cost, not the length of the rule list.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +12,8 @@ use serde_saphyr::Spanned;
 use thiserror::Error;
 
 use crate::keyring;
+pub use crate::rule_index::NamespaceView;
+use crate::rule_index::{NamespaceVerdicts, RuleIndex};
 
 /// One problem in a policy document, located for `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -90,6 +93,28 @@ impl Rule {
             .as_ref()
             .is_some_and(|f| f.selector.is_some())
     }
+
+    pub(crate) fn has_namespace_filter(&self) -> bool {
+        self.namespaces.is_some()
+    }
+
+    /// The name part of the namespace filter: include and exclude globs.
+    pub(crate) fn name_admits(&self, namespace: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|f| f.name_admits(namespace))
+    }
+
+    /// The label part of the namespace filter, for a namespace its name admits.
+    pub(crate) fn selector_verdict(
+        &self,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> NamespaceVerdict {
+        match &self.namespaces {
+            None => NamespaceVerdict::Applies,
+            Some(filter) => filter.selector_verdict(labels),
+        }
+    }
 }
 
 /// `serviceAccounts: ["*"]`: every ServiceAccount of the namespace.
@@ -102,6 +127,10 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// `excludeNamespaces`, compiled.
     exclude_namespaces: Vec<Glob>,
+    /// `rules` by registry host: what an image is checked against.
+    index: RuleIndex,
+    /// Namespace filters per namespace, cached for this policy's lifetime.
+    verdicts: NamespaceVerdicts,
 }
 
 impl Policy {
@@ -181,13 +210,42 @@ impl Policy {
         &'a self,
         lookup_target: &str,
         namespace: &str,
-        labels: Option<&BTreeMap<String, String>>,
+        labels: Option<&'a BTreeMap<String, String>>,
     ) -> Vec<&'a Rule> {
-        self.rules
-            .iter()
-            .filter(|r| r.namespace_verdict(namespace, labels) == NamespaceVerdict::Applies)
-            .filter(|r| r.matches_target(lookup_target))
+        let view = self.namespace_view(namespace, labels);
+        let mut matched = Vec::new();
+        self.rules_matching(&keyring::SchemelessUrl::parse(lookup_target), &mut matched);
+        matched
+            .into_iter()
+            .filter(|&i| view.verdict(i) == NamespaceVerdict::Applies)
+            .map(|i| &self.rules[i])
             .collect()
+    }
+
+    /// Replaces `out` with the indices of the rules whose registries match `target`, in rule
+    /// order. Costs what the rules that share the target's host cost, not the whole list.
+    pub fn rules_matching(&self, target: &keyring::SchemelessUrl, out: &mut Vec<usize>) {
+        out.clear();
+        self.index.candidates(target, out);
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|&i| self.rules[i].matches_parsed_target(target));
+    }
+
+    /// How the rules see `namespace` (name filters cached per namespace for this policy).
+    pub fn namespace_view<'p>(
+        &'p self,
+        namespace: &str,
+        labels: Option<&'p BTreeMap<String, String>>,
+    ) -> NamespaceView<'p> {
+        self.verdicts.view(&self.rules, namespace, labels)
+    }
+
+    /// Whether a rule's label selector is all that stands between `namespace` and the rule,
+    /// so its labels are worth waiting for.
+    pub fn needs_labels(&self, namespace: &str, webhook_namespace: &str) -> bool {
+        !self.namespace_excluded(namespace, webhook_namespace)
+            && self.namespace_view(namespace, None).needs_labels()
     }
 }
 
@@ -488,10 +546,19 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
         });
     }
 
+    let index = RuleIndex::build(
+        rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, rule)| rule.patterns.iter().map(move |p| (i, p))),
+    );
+    let verdicts = NamespaceVerdicts::new(&rules);
     Policy {
         source_namespace: raw.source_namespace.value,
         rules,
         exclude_namespaces,
+        index,
+        verdicts,
     }
 }
 
@@ -767,12 +834,18 @@ impl NamespaceFilter {
         namespace: &str,
         labels: Option<&BTreeMap<String, String>>,
     ) -> NamespaceVerdict {
-        if !self.include.is_empty() && !self.include.iter().any(|g| g.matches(namespace)) {
+        if !self.name_admits(namespace) {
             return NamespaceVerdict::Excluded;
         }
-        if self.exclude.iter().any(|g| g.matches(namespace)) {
-            return NamespaceVerdict::Excluded;
-        }
+        self.selector_verdict(labels)
+    }
+
+    fn name_admits(&self, namespace: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|g| g.matches(namespace)))
+            && !self.exclude.iter().any(|g| g.matches(namespace))
+    }
+
+    fn selector_verdict(&self, labels: Option<&BTreeMap<String, String>>) -> NamespaceVerdict {
         match (&self.selector, labels) {
             (None, _) => NamespaceVerdict::Applies,
             (Some(_), None) => NamespaceVerdict::LabelsUnknown,

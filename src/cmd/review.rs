@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -43,6 +45,9 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     labels
         .entry("kubernetes.io/metadata.name".to_string())
         .or_insert_with(|| namespace.clone());
+    if let Some(note) = service_account_note(&policy, &body, &namespace, &labels, &args) {
+        eprintln!("note: {note}");
+    }
     let mut state = AppState::offline(Some(policy), &args.webhook_namespace);
     state.namespaces = Arc::new(StaticNamespaces(BTreeMap::from([(namespace, labels)])));
 
@@ -58,9 +63,12 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
         // Exactly the bytes `serve` sends, without a trailing newline.
         ReviewOutput::Response => stdout.write_all(&answer.body)?,
         ReviewOutput::Patched => {
-            let Some(object) = answer.patched else {
-                eprintln!("error: the request carries no object to patch");
-                return Ok(ExitCode::from(1));
+            let object = match patched_object(&body, &answer.body) {
+                Ok(object) => object,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Ok(ExitCode::from(1));
+                }
             };
             serde_json::to_writer_pretty(&mut stdout, &object)?;
             writeln!(stdout)?;
@@ -68,6 +76,63 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request's object with the patch of `response` applied: what the apiserver would
+/// store. Built here, not in `respond`, because serving never needs it.
+fn patched_object(request: &[u8], response: &[u8]) -> Result<Value, String> {
+    let mut request: Value =
+        serde_json::from_slice(request).map_err(|e| format!("reading the request: {e}"))?;
+    let object = match request.pointer_mut("/request/object") {
+        Some(object) if !object.is_null() => object,
+        _ => return Err("the request carries no object to patch".into()),
+    };
+    let response: Value =
+        serde_json::from_slice(response).map_err(|e| format!("reading the response: {e}"))?;
+    if let Some(encoded) = response.pointer("/response/patch").and_then(Value::as_str) {
+        let bytes = STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("the response's patch is not base64: {e}"))?;
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the response's patch is not a JSON Patch: {e}"))?;
+        json_patch::patch(object, &patch.0)
+            .map_err(|e| format!("the patch does not apply to the Pod: {e}"))?;
+    }
+    Ok(object.take())
+}
+
+/// ServiceAccount coverage of the reviewed Pod: the secrets its ServiceAccount lists under
+/// the policy. Offline the Pod is seen as written; in a cluster the ServiceAccount admission
+/// plugin copies them into it before any webhook runs (and the webhook then adds no
+/// duplicate).
+fn service_account_note(
+    policy: &crate::policy::Policy,
+    body: &[u8],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    args: &ReviewArgs,
+) -> Option<String> {
+    let review: Value = serde_json::from_slice(body).ok()?;
+    let spec = review.pointer("/request/object/spec")?;
+    let account = spec
+        .get("serviceAccountName")
+        .or_else(|| spec.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    let wanted = crate::coverage::wanted(
+        policy,
+        namespace,
+        Some(labels),
+        account,
+        &args.webhook_namespace,
+    );
+    (!wanted.names.is_empty()).then(|| {
+        format!(
+            "ServiceAccount {namespace}/{account} lists {} (ServiceAccount mode); in a cluster the ServiceAccount admission plugin adds them to this Pod before the webhook runs",
+            wanted.names.join(", ")
+        )
+    })
 }
 
 fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {

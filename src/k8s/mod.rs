@@ -6,7 +6,7 @@
 //! following source rotations, repairing drift) runs in background tasks started by [`start`].
 
 mod copier;
-mod copy;
+pub(crate) mod copy;
 mod namespaces;
 mod policy_source;
 mod prune;

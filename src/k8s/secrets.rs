@@ -196,7 +196,7 @@ impl SecretCaches {
         let watch = NameWatch {
             store,
             synced: Arc::new(AtomicBool::new(true)),
-            facts: Arc::default(),
+            facts: FactsByNamespace::default(),
             task: tokio::spawn(async {}),
         };
         self.lock().insert(name.to_string(), watch);
