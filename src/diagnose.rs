@@ -27,14 +27,8 @@ use crate::plan::{self, SecretNeed};
 use crate::policy::Policy;
 use crate::reference::ImageRef;
 
-/// Docker Hub's lookup host and the spellings people write instead.
+/// Docker Hub's lookup host.
 const DOCKER_HUB: &str = "docker.io";
-const DOCKER_HUB_LOOKALIKES: [&str; 4] = [
-    "index.docker.io",
-    "registry-1.docker.io",
-    "registry.hub.docker.com",
-    "hub.docker.com",
-];
 /// Longest kubelet message quoted back.
 const MAX_QUOTE: usize = 400;
 
@@ -616,17 +610,16 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
             });
         }
     }
-    if t_name == DOCKER_HUB && DOCKER_HUB_LOOKALIKES.contains(&k_name) {
+    if t_name == DOCKER_HUB
+        && let Some(why) = dockerconfig::hub_pitfall(index)
+    {
         return Some(NearMiss {
             score: 4,
             short: format!(
                 "Docker Hub images need the key {}",
                 dockerconfig::DOCKER_HUB_KEY
             ),
-            why: format!(
-                "Docker Hub images are looked up as `docker.io/{t_path}`, which `{index}` never matches, and the Docker Hub fallback only uses a key that is exactly `index.docker.io`",
-                t_path = t_path.trim_start_matches('/')
-            ),
+            why,
             fix: format!(
                 "use the key `{}` (what `kubectl create secret docker-registry` writes by default) or `docker.io`",
                 dockerconfig::DOCKER_HUB_KEY

@@ -240,24 +240,36 @@ async fn ok_when_a_listed_secret_matches_and_public_images_pull_anonymously() {
         Kind::Secrets,
         registry_secret("gitlab-pull", "registry.gitlab.com", "deploy", MARKER),
     );
-    api.put(
-        Kind::Pods,
-        pod(
-            "web",
-            &[
-                ("app", GITLAB_IMAGE, State::Running),
-                ("proxy", "nginx:1.27", State::Running),
-            ],
-            &[(
-                "migrate",
-                "registry.gitlab.com/acme/migrate:1",
-                State::Running,
-            )],
-            &["gitlab-pull"],
-        ),
+    let mut web = pod(
+        "web",
+        &[
+            ("app", GITLAB_IMAGE, State::Running),
+            ("proxy", "nginx:1.27", State::Running),
+        ],
+        &[(
+            "migrate",
+            "registry.gitlab.com/acme/migrate:1",
+            State::Running,
+        )],
+        &["gitlab-pull"],
     );
+    // `kubectl debug` added an ephemeral container whose image no key covers.
+    let debug_image = "ghcr.io/acme/debug:1";
+    web["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": debug_image}]);
+    web["status"]["ephemeralContainerStatuses"] = json!([status(
+        "debugger",
+        debug_image,
+        &State::Waiting("ImagePullBackOff", "Back-off pulling image")
+    )]);
+    api.put(Kind::Pods, web);
     let (code, report) = diagnose_pod(&api, "web", &[]).await;
-    assert_eq!(code, 0, "{report}");
+    assert_eq!(code, 1, "the ephemeral container cannot pull: {report}");
+    let debugger = image_report(&report, "debugger");
+    assert_eq!(
+        (debugger["kind"].as_str(), debugger["verdict"].as_str()),
+        (Some("ephemeralContainer"), Some("no-pull-secret")),
+        "{debugger}"
+    );
     let app = image_report(&report, "app");
     assert_eq!(app["verdict"], "ok", "{app}");
     assert_eq!(app["secret"], "gitlab-pull");
@@ -271,7 +283,20 @@ async fn ok_when_a_listed_secret_matches_and_public_images_pull_anonymously() {
     let proxy = image_report(&report, "proxy");
     assert_eq!(proxy["verdict"], "anonymous-ok", "{proxy}");
 
-    // The text form says the same, without secret data.
+    // Without the debug container every container is fine: exit 0. The text form says the
+    // same, without secret data.
+    let mut web: Value = api.get(Kind::Pods, NS, "web").unwrap();
+    web["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ephemeralContainers");
+    web["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ephemeralContainerStatuses");
+    api.put(Kind::Pods, web);
+    let (code, report) = diagnose_pod(&api, "web", &[]).await;
+    assert_eq!(code, 0, "{report}");
     let out = run(base_args(&api, &["pod", "web", "-n", NS])).await;
     cli::assert_exit(&out, 0);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -66,11 +66,11 @@ async fn cluster_with_mistakes() -> support::fake_apiserver::FakeApiServer {
     api
 }
 
-fn review_listing(namespace: &str, image: &str, listed: &[&str]) -> Value {
-    let mut review = admission_review(&Webhook::next_uid(), namespace, image, false);
-    review["request"]["object"]["spec"]["imagePullSecrets"] =
-        listed.iter().map(|n| json!({"name": n})).collect();
-    review
+/// A Pod running `image` that already lists `listed` as imagePullSecrets.
+fn pod_listing(namespace: &str, image: &str, listed: &[&str]) -> Value {
+    let mut pod = pod_object(namespace, image);
+    pod["spec"]["imagePullSecrets"] = listed.iter().map(|n| json!({"name": n})).collect();
+    pod
 }
 
 const KEY_MISMATCH: &str =
@@ -140,7 +140,11 @@ async fn listed_secret_with_an_expired_token_is_warned_about() {
 
     // Already listed by the Pod (no patch needed), and still checked.
     let (response, _) = hook
-        .post_review(review_listing("team-a", ECR_IMAGE, &["ecr-pull"]))
+        .admit_pod(
+            "team-a",
+            pod_listing("team-a", ECR_IMAGE, &["ecr-pull"]),
+            false,
+        )
         .await;
     assert_eq!(
         injected_names(&response),

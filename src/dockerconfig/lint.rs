@@ -427,8 +427,8 @@ fn lint_entry(
     }
 }
 
-/// Keys that look like Docker Hub but never match its images.
-fn hub_pitfall(index: &str) -> Option<String> {
+/// Keys that look like Docker Hub but never match its images (also `diagnose`'s near miss).
+pub(crate) fn hub_pitfall(index: &str) -> Option<String> {
     let host = index.split('/').next().unwrap_or(index);
     let hub_like = DOCKER_HUB_HOSTS
         .iter()

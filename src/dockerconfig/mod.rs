@@ -25,6 +25,7 @@ pub use decode::{
 pub use documents::{Content, Document, InputError, SecretDoc, parse_documents};
 pub use go::{Json, decode_secret_data, encode_std};
 pub use keyring::{BrokenConfig, SourcedCredential, build_keyring, display_key};
+pub(crate) use lint::hub_pitfall;
 pub use lint::{Finding, Severity, lint};
 pub use render::{NewEntry, encode_auth, render_config};
 
