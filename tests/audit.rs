@@ -215,6 +215,7 @@ fn cluster() -> (ClusterFacts, Policy) {
             .iter()
             .map(|n| serde_json::from_value::<Namespace>(json!({"metadata": {"name": n}})).unwrap())
             .collect(),
+        service_accounts: Vec::new(),
         rule_sources,
     };
     (facts, policy)
@@ -331,6 +332,7 @@ fn copy_findings(secrets: &[Value]) -> Vec<(String, String, String)> {
             .collect(),
         pods: Vec::new(),
         namespaces: Vec::new(),
+        service_accounts: Vec::new(),
         rule_sources: Default::default(),
     };
     let report = audit(&facts, None, "pullsecret-injector");
