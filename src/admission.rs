@@ -319,6 +319,26 @@ pub async fn respond(
         &state.webhook_namespace,
     );
 
+    if let Some(cache) = &state.pull_secrets {
+        // Before the copy: a copy equals its source, so the source's facts stand in for it.
+        let lookup = |name: &str| {
+            cache
+                .facts(&answer.namespace, name)
+                .or_else(|| cache.facts(&policy.source_namespace, name))
+        };
+        let warned = crate::diagnose::admission_warnings(
+            &policy,
+            &pod,
+            &decision.secrets,
+            &lookup,
+            crate::expiry::now(),
+        );
+        for w in warned {
+            state.metrics.secret_warning(w.reason);
+            decision.warnings.push(w.message);
+        }
+    }
+
     let dry_run = request.dry_run.unwrap_or(false);
     if let Some(ensurer) = &state.ensurer
         && !dry_run

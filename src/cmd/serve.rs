@@ -96,6 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         policy: policy.clone(),
         namespaces,
         ensurer,
+        pull_secrets: cluster.as_ref().map(|p| p.cluster.pull_secrets.clone()),
         metrics: metrics.clone(),
         health: health.clone(),
         webhook_namespace: args.namespace.clone(),

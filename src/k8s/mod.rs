@@ -6,7 +6,7 @@
 //! following source rotations, repairing drift) runs in background tasks started by [`start`].
 
 mod copier;
-mod copy;
+pub(crate) mod copy;
 mod namespaces;
 mod policy_source;
 mod prune;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
-use crate::state::{Health, NamespaceLabels, PolicyStore, SecretEnsurer};
+use crate::state::{Health, NamespaceLabels, PolicyStore, PullSecretFacts, SecretEnsurer};
 
 pub use copy::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
@@ -59,6 +59,7 @@ pub const DEFAULT_PRUNE_GRACE: Duration = Duration::from_secs(30);
 pub struct Cluster {
     pub namespaces: Arc<dyn NamespaceLabels>,
     pub ensurer: Arc<dyn SecretEnsurer>,
+    pub pull_secrets: Arc<dyn PullSecretFacts>,
     tasks: Vec<JoinHandle<()>>,
     secrets: Arc<secrets::SecretCaches>,
 }
@@ -157,6 +158,7 @@ pub async fn start(
     Ok(Cluster {
         namespaces,
         ensurer: copier,
+        pull_secrets: secrets.clone(),
         tasks,
         secrets,
     })
