@@ -13,7 +13,11 @@
 //!   recorded hash was edited by hand; one whose recorded hash is not its source's hash is
 //!   stale (the source was rotated or recreated since the copy was written);
 //! * policy rules whose source Secret is missing, of the wrong type, broken, or does not
-//!   cover the rule's own registries.
+//!   cover the rule's own registries;
+//! * ServiceAccount mode: ServiceAccounts a rule keeps its secret on (`serviceAccounts`) whose
+//!   `imagePullSecrets` do not list it, and managed copies no rule gives their namespace any
+//!   more: kept while a Pod or ServiceAccount there names them (`copy-kept-referenced`), else
+//!   due for `serve`'s prune (`copy-unneeded`).
 //!
 //! Coverage of a rule's registry pattern (kubelet `matchImages` syntax) is decided on a
 //! sample image made from the pattern: each `*` in a host label becomes `x`, a `[...]` class
@@ -30,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret, ServiceAccount};
 use serde::Serialize;
 
 use crate::dockerconfig::{
@@ -53,6 +57,7 @@ pub struct ClusterFacts {
     pub secrets: Vec<Secret>,
     pub pods: Vec<Pod>,
     pub namespaces: Vec<Namespace>,
+    pub service_accounts: Vec<ServiceAccount>,
     /// Each policy rule's source Secret as fetched by name (any type), keyed by name.
     pub rule_sources: BTreeMap<String, Option<Secret>>,
 }
@@ -128,8 +133,91 @@ pub fn audit(
     audit_pods(facts, policy, webhook_namespace, &by_key, &mut report);
     if let Some(policy) = policy {
         audit_rules(facts, policy, &mut report);
+        audit_service_accounts(facts, policy, webhook_namespace, &mut report);
     }
     report
+}
+
+/// ServiceAccount mode and the life of copies: ServiceAccounts a rule names that do not list
+/// its secret, and managed copies no rule gives their namespace any more (kept while a Pod or
+/// ServiceAccount there names them, else due for the prune).
+fn audit_service_accounts(
+    facts: &ClusterFacts,
+    policy: &Policy,
+    webhook_namespace: &str,
+    report: &mut AuditReport,
+) {
+    let labels: HashMap<String, BTreeMap<String, String>> = facts
+        .namespaces
+        .iter()
+        .map(|n| {
+            (
+                n.metadata.name.clone().unwrap_or_default(),
+                n.metadata.labels.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut accounts: Vec<&ServiceAccount> = facts.service_accounts.iter().collect();
+    accounts.sort_by_key(|sa| ns_name(&sa.metadata));
+    for sa in accounts {
+        let (ns, name) = ns_name(&sa.metadata);
+        let wanted =
+            crate::coverage::wanted(policy, &ns, labels.get(&ns), &name, webhook_namespace);
+        let listed = crate::coverage::listed(sa);
+        let missing: Vec<&str> = wanted
+            .names
+            .iter()
+            .filter(|n| !listed.contains(n))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            report.findings.push(AuditFinding {
+                severity: Severity::Warning,
+                code: "serviceaccount-missing-secret",
+                object: format!("ServiceAccount {ns}/{name}"),
+                message: format!(
+                    "the policy keeps {} on it (serviceAccounts), but its imagePullSecrets do not list it: Pods running as it get it only through the webhook",
+                    missing.join(", ")
+                ),
+            });
+        }
+    }
+    let names = policy.secret_names();
+    let mut copies: Vec<&Secret> = facts.secrets.iter().filter(|s| is_managed(s)).collect();
+    copies.sort_by_key(|s| ns_name(&s.metadata));
+    for copy in copies {
+        let (ns, name) = ns_name(&copy.metadata);
+        // Copies of names the policy no longer uses are `copy-source-missing` or stale
+        // above; serve watches (and prunes) only the names the policy uses.
+        if ns == policy.source_namespace
+            || !names.contains(&name)
+            || crate::coverage::copy_wanted(policy, &name, &ns, labels.get(&ns), webhook_namespace)
+                != Some(false)
+        {
+            continue;
+        }
+        let refs = crate::coverage::references(&name, &ns, &facts.pods, &facts.service_accounts);
+        let (code, message) = if refs.is_empty() {
+            (
+                "copy-unneeded",
+                "no policy rule gives this namespace the Secret any more and nothing here references it: serve deletes it after --prune-grace".to_string(),
+            )
+        } else {
+            (
+                "copy-kept-referenced",
+                format!(
+                    "no policy rule gives this namespace the Secret any more; kept because {} still reference(s) it, deleted once nothing does",
+                    refs.join(", ")
+                ),
+            )
+        };
+        report.findings.push(AuditFinding {
+            severity: Severity::Warning,
+            code,
+            object: format!("Secret {ns}/{name}"),
+            message,
+        });
+    }
 }
 
 fn summarize_secret(

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
-use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
+use k8s_openapi::api::core::v1::{LocalObjectReference, Pod, ServiceAccount};
 use serde_json::{Value, json};
 
 use crate::plan::SecretNeed;
@@ -257,6 +257,38 @@ pub fn patch(sa: &ServiceAccount, change: &Change) -> Patch {
         })),
     }
     Patch(ops)
+}
+
+/// What in `namespace` names the Secret `name`: `Pod p` and `ServiceAccount s` entries, in
+/// the order given. A copy named by anything is kept even when no rule gives it any more.
+pub fn references(
+    name: &str,
+    namespace: &str,
+    pods: &[Pod],
+    accounts: &[ServiceAccount],
+) -> Vec<String> {
+    let in_ns = |ns: &Option<String>| ns.as_deref() == Some(namespace);
+    let pods = pods
+        .iter()
+        .filter(|p| in_ns(&p.metadata.namespace))
+        .filter(|p| {
+            p.spec
+                .iter()
+                .flat_map(|s| s.image_pull_secrets.iter().flatten())
+                .any(|r| r.name == name)
+        })
+        .map(|p| format!("Pod {}", p.metadata.name.as_deref().unwrap_or_default()));
+    let accounts = accounts
+        .iter()
+        .filter(|sa| in_ns(&sa.metadata.namespace))
+        .filter(|sa| listed(sa).iter().any(|n| n == name))
+        .map(|sa| {
+            format!(
+                "ServiceAccount {}",
+                sa.metadata.name.as_deref().unwrap_or_default()
+            )
+        });
+    pods.chain(accounts).collect()
 }
 
 fn pointer(tokens: &[&str]) -> PointerBuf {

@@ -215,6 +215,7 @@ fn cluster() -> (ClusterFacts, Policy) {
             .iter()
             .map(|n| serde_json::from_value::<Namespace>(json!({"metadata": {"name": n}})).unwrap())
             .collect(),
+        service_accounts: Vec::new(),
         rule_sources,
     };
     (facts, policy)
@@ -331,6 +332,7 @@ fn copy_findings(secrets: &[Value]) -> Vec<(String, String, String)> {
             .collect(),
         pods: Vec::new(),
         namespaces: Vec::new(),
+        service_accounts: Vec::new(),
         rule_sources: Default::default(),
     };
     let report = audit(&facts, None, "pullsecret-injector");
@@ -456,6 +458,7 @@ fn a_copy_written_from_an_earlier_source_namespace_is_stale_as_the_copier_sees_i
         secrets,
         pods: Vec::new(),
         namespaces: Vec::new(),
+        service_accounts: Vec::new(),
     };
     let report = audit(&facts, Some(&policy), "pullsecret-injector");
     let copies: Vec<_> = report

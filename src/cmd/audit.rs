@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::ListParams;
 use thiserror::Error;
@@ -146,6 +146,12 @@ async fn gather(
         &Api::<Namespace>::all(client.clone()),
         ListParams::default(),
         "Namespaces",
+    )
+    .await?;
+    facts.service_accounts = list_all(
+        &Api::<ServiceAccount>::all(client.clone()),
+        ListParams::default(),
+        "ServiceAccounts",
     )
     .await?;
     if let Some(policy) = policy {

@@ -392,7 +392,7 @@ def audit_rules(secret_names: set[str], policy_configmap: str) -> list[tuple]:
         [
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]},
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(secret_names), "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["pods", "serviceaccounts", "namespaces"], "verbs": ["list"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [policy_configmap], "verbs": ["get"]},
         ]
     )
