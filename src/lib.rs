@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod dockerconfig;
 pub mod k8s;
 pub mod keyring;
+pub mod kubeconfig;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

@@ -4,6 +4,9 @@ pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod explain;
+pub mod output;
 pub mod review;
 pub mod secret;
 pub mod serve;
+
+pub use output::error_chain;
