@@ -386,14 +386,15 @@ fn check_fields(node: &Node, schema: Schema, problems: &mut Problems<'_>) {
     }
 }
 
-/// The known field closest to a misspelled one: at most two edits away (or a different case
-/// only), so a suggestion is a likely typo and never a guess.
+/// The known field closest to a misspelled one: at most one edit per three characters
+/// (`registry` for `registries`, `namespace` for `namespaces`), so a suggestion is a likely
+/// slip and not a guess.
 fn nearest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
     let folded = field.to_ascii_lowercase();
     known
         .iter()
         .map(|name| (edit_distance(&folded, &name.to_ascii_lowercase()), *name))
-        .filter(|(distance, _)| *distance <= if field.len() <= 4 { 1 } else { 2 })
+        .filter(|(distance, _)| *distance <= field.len().div_ceil(3))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, name)| name)
 }

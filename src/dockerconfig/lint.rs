@@ -363,6 +363,9 @@ fn lint_entry(
     if let Some(message) = hub_pitfall(&index) {
         push(Severity::Warning, "docker-hub-key", key, message);
     }
+    if let Some(message) = port_pitfall(&index) {
+        push(Severity::Warning, "key-with-port", key, message);
+    }
     let facts = &entry.facts;
     if entry.credential.is_empty() {
         if !facts.token_fields.is_empty() {
@@ -424,6 +427,26 @@ fn lint_entry(
             format!("`{field}` is given more than once: the kubelet uses the last one"),
         );
     }
+}
+
+/// The kubelet compares ports exactly: a key with a port is used only for images that spell
+/// the same port, which images on the default port rarely do.
+fn port_pitfall(index: &str) -> Option<String> {
+    let host = index.split('/').next().unwrap_or(index);
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (address, after) = rest.split_once(']')?;
+            (format!("[{address}]"), after.strip_prefix(':')?)
+        }
+        None => {
+            let (name, port) = host.rsplit_once(':')?;
+            (name.to_string(), port)
+        }
+    };
+    let path = index[host.len()..].trim_end_matches('/');
+    Some(format!(
+        "index key `{index}` has port {port}: the kubelet uses it only for images that name that port ({host}{path}/app), never for {name}{path}/app"
+    ))
 }
 
 /// Keys that look like Docker Hub but never match its images.
