@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
         Command::Certs(args) => cmd::certs::run(args).await,
         Command::Secret(command) => cmd::secret::run(command).await,
         Command::Audit(args) => cmd::audit::run(args).await,
+        Command::Diagnose(command) => cmd::diagnose::run(command).await,
         Command::Completion(args) => {
             let mut command = Cli::command();
             let name = command.get_name().to_string();

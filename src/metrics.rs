@@ -18,6 +18,11 @@ pub struct OperationLabel {
     pub operation: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Admission requests by result: patched, unchanged, invalid, error.
@@ -38,6 +43,8 @@ pub struct Metrics {
     pub unmanaged_conflicts: Counter,
     /// Copies whose content differed from their source and were repaired.
     pub drift_repaired: Counter,
+    /// Admission warnings about a Secret the kubelet would not use, by verdict.
+    pub secret_warnings: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -103,6 +110,12 @@ impl Metrics {
             "Copies that differed from their source and were repaired",
             drift_repaired.clone(),
         );
+        let secret_warnings = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "admission_secret_warnings",
+            "Admission warnings about a Secret the kubelet would not use for the Pod's image, by reason",
+            secret_warnings.clone(),
+        );
         Self {
             registry,
             requests,
@@ -114,6 +127,7 @@ impl Metrics {
             copies,
             unmanaged_conflicts,
             drift_repaired,
+            secret_warnings,
         }
     }
 
@@ -137,6 +151,14 @@ impl Metrics {
         self.tls_reloads
             .get_or_create(&ResultLabel {
                 result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn secret_warning(&self, reason: &str) {
+        self.secret_warnings
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }
