@@ -646,17 +646,17 @@ fn compile_service_accounts(
     }
     let mut out: Vec<String> = Vec::with_capacity(raw.value.len());
     for sa in raw.value {
-        if sa.value != SERVICE_ACCOUNTS_ALL {
-            if let Err(why) = dns_subdomain(&sa.value) {
-                problems.at(
-                    &sa,
-                    format!(
-                        "rule {rule:?}: serviceAccounts: {:?} is not a valid ServiceAccount name: {why}",
-                        sa.value
-                    ),
-                );
-                continue;
-            }
+        if sa.value != SERVICE_ACCOUNTS_ALL
+            && let Err(why) = dns_subdomain(&sa.value)
+        {
+            problems.at(
+                &sa,
+                format!(
+                    "rule {rule:?}: serviceAccounts: {:?} is not a valid ServiceAccount name: {why}",
+                    sa.value
+                ),
+            );
+            continue;
         }
         if !out.contains(&sa.value) {
             out.push(sa.value);
