@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use common::{WEBHOOK_NS, distinct_pod, policy_yaml, typical_pod};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pullsecret_injector::plan::{Namespace, Operation, plan};
+use pullsecret_injector::plan::{Namespace, Operation, PodFacts, plan};
 use pullsecret_injector::policy::Policy;
 
 const RULE_COUNTS: [usize; 4] = [1, 10, 100, 1000];
@@ -21,6 +21,7 @@ fn namespace() -> Namespace<'static> {
 
 fn rules(c: &mut Criterion) {
     let pod = typical_pod();
+    let pod = PodFacts::from_pod(&pod);
     let mut group = c.benchmark_group("plan/rules");
     for &count in &RULE_COUNTS {
         let policy = Policy::parse(&policy_yaml(count), "bench.yaml").expect("bench policy");
@@ -47,6 +48,7 @@ fn rules(c: &mut Criterion) {
 
 fn history(c: &mut Criterion) {
     let pod = typical_pod();
+    let pod = PodFacts::from_pod(&pod);
     let policy = Policy::parse(&policy_yaml(100), "bench.yaml").expect("bench policy");
     let mut group = c.benchmark_group("plan/after_pods");
     // `cargo test --all-targets` runs each benchmark once, unoptimized: keep that quick.
@@ -67,7 +69,7 @@ fn history(c: &mut Criterion) {
             };
             black_box(plan(
                 &policy,
-                &other,
+                &PodFacts::from_pod(&other),
                 &namespace,
                 Operation::Create,
                 WEBHOOK_NS,

@@ -4,7 +4,12 @@
 //! `review` command, so `review` prints byte for byte what `serve` answers. The response is
 //! written with our own structs: kube-apiserver wants `patch` as a base64 string, and
 //! requires `patchType` exactly when a patch is present.
+//!
+//! The request is read for the facts the decision needs and nothing more: strings are
+//! borrowed from the body, the Pod is decoded into [`PodFacts`] (skipping status, env,
+//! volumes, managedFields...) and only once the request is known to be about a Pod.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -14,14 +19,12 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use thiserror::Error;
 use tracing::{Instrument, Span, debug, field::Empty, info, warn};
 
-use crate::plan::{self, Namespace, Operation};
-use crate::policy::{NamespaceVerdict, Policy};
+use crate::plan::{self, Namespace, Operation, PodFacts};
 use crate::state::AppState;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -84,8 +87,6 @@ pub struct Answer {
     /// The Pod's name, or its `generateName` prefix on CREATE.
     pub pod: String,
     pub result: Outcome,
-    /// The object with the patch applied (when there was an object).
-    pub patched: Option<Value>,
 }
 
 /// What an admitted request got: the label of the `result` metric and the log field.
@@ -113,48 +114,53 @@ impl std::fmt::Display for Outcome {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Wire types. The request side is lenient: only what we read, everything optional.
+// Wire types. The request side is lenient: only what we read, everything optional, strings
+// borrowed from the body (owned only when JSON escapes make them differ from it).
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    request: Option<RequestIn>,
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn {
-    #[serde(default)]
-    uid: String,
-    kind: Option<GroupVersionKind>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    operation: String,
-    #[serde(default)]
-    object: Option<Value>,
-    #[serde(default)]
-    old_object: Option<Value>,
+struct RequestIn<'a> {
+    #[serde(borrow, default)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Option<GroupVersionKind<'a>>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    operation: Cow<'a, str>,
+    /// Kept as the span of the body it occupies; decoded into [`PodFacts`] once the request
+    /// is known to be about a Pod.
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
     #[serde(default)]
     dry_run: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
-struct GroupVersionKind {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    kind: String,
+struct GroupVersionKind<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -188,7 +194,7 @@ pub async fn respond(
     body: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Answer, AdmissionError> {
-    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| {
+    let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
         AdmissionError::BadRequest(format!(
             "body is not an AdmissionReview: {}",
             json_problem(&e)
@@ -210,55 +216,62 @@ pub async fn respond(
     }
     // Recorded as soon as known, so that everything logged for this request carries them.
     let span = Span::current();
-    span.record("uid", request.uid.as_str());
+    span.record("uid", request.uid.as_ref());
 
     let mut answer = Answer {
         body: Vec::new(),
-        uid: request.uid.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        pod: request.name.clone().unwrap_or_default(),
+        uid: request.uid.to_string(),
+        namespace: request.namespace.as_deref().unwrap_or_default().to_string(),
+        pod: request.name.as_deref().unwrap_or_default().to_string(),
         result: Outcome::Unchanged,
-        patched: request.object.clone(),
     };
 
     let is_pod = request
         .kind
         .as_ref()
         .is_some_and(|k| k.group.is_empty() && k.version == "v1" && k.kind == "Pod");
-    // The old Pod only sharpens UPDATE warnings; one that does not decode is left out.
-    let old_pod: Option<Pod> = request
-        .old_object
-        .clone()
-        .and_then(|o| serde_json::from_value(o).ok());
-    let operation = match request.operation.as_str() {
-        "CREATE" => Some(Operation::Create),
-        "UPDATE" => Some(Operation::Update {
-            old: old_pod.as_ref(),
-        }),
-        _ => None,
+    let is_update = match request.operation.as_ref() {
+        "CREATE" => false,
+        "UPDATE" => true,
+        _ => {
+            answer.body = encode(&request.uid, None, Vec::new())?;
+            return Ok(answer);
+        }
     };
-    let (Some(operation), true) = (operation, is_pod) else {
+    if !is_pod {
         answer.body = encode(&request.uid, None, Vec::new())?;
         return Ok(answer);
+    }
+    // The old Pod only sharpens UPDATE warnings; one that does not decode is left out.
+    let old_pod: Option<PodFacts<'_>> = request
+        .old_object
+        .filter(|_| is_update)
+        .and_then(|o| PodFacts::from_json(o.get().as_bytes()).ok());
+    let operation = if is_update {
+        Operation::Update {
+            old: old_pod.as_ref(),
+        }
+    } else {
+        Operation::Create
     };
 
     let object = request
         .object
-        .clone()
+        .filter(|o| o.get() != "null")
         .ok_or_else(|| AdmissionError::BadRequest("Pod request has no object".into()))?;
-    let pod: Pod = serde_json::from_value(object).map_err(|e| {
+    let pod = PodFacts::from_json(object.get().as_bytes()).map_err(|e| {
         AdmissionError::BadRequest(format!("request object is not a Pod: {}", json_problem(&e)))
     })?;
     if answer.namespace.is_empty() {
-        answer.namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        answer.namespace = pod.namespace.as_deref().unwrap_or_default().to_string();
     }
     if answer.pod.is_empty() {
         answer.pod = pod
-            .metadata
             .name
-            .clone()
-            .or_else(|| pod.metadata.generate_name.clone())
-            .unwrap_or_default();
+            .as_deref()
+            .or(pod.generate_name.as_deref())
+            .unwrap_or_default()
+            .to_string();
     }
     if answer.namespace.is_empty() {
         return Err(AdmissionError::BadRequest(
@@ -286,9 +299,7 @@ pub async fn respond(
         None => state.copy_deadline,
     };
     let mut labels: Option<BTreeMap<String, String>> = state.namespaces.labels(&answer.namespace);
-    if labels.is_none()
-        && selector_needs_labels(&policy, &answer.namespace, &state.webhook_namespace)
-    {
+    if labels.is_none() && policy.needs_labels(&answer.namespace, &state.webhook_namespace) {
         let budget = NAMESPACE_WAIT.min(deadline);
         debug!(
             budget_ms = budget.as_millis(),
@@ -355,26 +366,11 @@ pub async fn respond(
     } else {
         let bytes = serde_json::to_vec(&decision.patch)
             .map_err(|e| AdmissionError::Internal(format!("encoding the patch: {e}")))?;
-        if let Some(object) = answer.patched.as_mut() {
-            json_patch::patch(object, &decision.patch.0).map_err(|e| {
-                AdmissionError::Internal(format!("the patch does not apply to the Pod: {e}"))
-            })?;
-        }
         answer.result = Outcome::Patched;
         Some(bytes)
     };
     answer.body = encode(&request.uid, patch.as_deref(), decision.warnings)?;
     Ok(answer)
-}
-
-/// Whether some rule's selector is all that stands between the namespace and the rule, so
-/// its labels are worth waiting for.
-fn selector_needs_labels(policy: &Policy, namespace: &str, webhook_namespace: &str) -> bool {
-    !policy.namespace_excluded(namespace, webhook_namespace)
-        && policy
-            .rules
-            .iter()
-            .any(|r| r.namespace_verdict(namespace, None) == NamespaceVerdict::LabelsUnknown)
 }
 
 /// What is wrong with a JSON document, without quoting it: serde's message repeats the
@@ -591,7 +587,7 @@ mod tests {
 
     #[test]
     fn decode_errors_do_not_quote_the_request() {
-        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"ns","operation":"CREATE","object":{"spec":{"containers":[{"name":"a","ports":[{"containerPort":"hunter2-secret"}]}]}}}}"#;
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"ns","operation":"CREATE","object":{"spec":{"containers":[{"name":"a","image":"nginx"}],"imagePullSecrets":"hunter2-secret"}}}}"#;
         let state = AppState::offline(None, "pullsecret-injector");
         let err = tokio::runtime::Builder::new_current_thread()
             .build()

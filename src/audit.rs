@@ -447,7 +447,7 @@ fn rules_for_image(
     };
     let decision = plan::plan(
         policy,
-        &pod,
+        &plan::PodFacts::from_pod(&pod),
         namespace,
         Operation::Create,
         webhook_namespace,
@@ -476,26 +476,7 @@ pub fn sample_target(pattern: &str) -> Option<String> {
         Some(i) => index.split_at(i),
         None => (index.as_str(), ""),
     };
-    let mut sample_host = String::new();
-    let mut chars = host.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' | '?' => sample_host.push('x'),
-            '[' => {
-                let mut first = None;
-                for d in chars.by_ref() {
-                    if d == ']' {
-                        break;
-                    }
-                    if first.is_none() && d != '^' && d != '!' {
-                        first = Some(d);
-                    }
-                }
-                sample_host.push(first.unwrap_or('x'));
-            }
-            c => sample_host.push(c),
-        }
-    }
+    let sample_host = crate::glob::sample(host);
     let path = if path.is_empty() {
         "/x".to_string()
     } else if path.ends_with('/') {

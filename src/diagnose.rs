@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
 use crate::dockerconfig::{
@@ -916,13 +916,13 @@ pub type FactsLookup<'a> = dyn Fn(&str) -> Option<Arc<SecretFacts>> + 'a;
 /// Secret they do not know is not warned about.
 pub fn admission_warnings(
     policy: &Policy,
-    pod: &Pod,
+    pod: &plan::PodFacts<'_>,
     given: &[SecretNeed],
     facts: &FactsLookup<'_>,
     now: UnixTime,
 ) -> Vec<AdmissionWarning> {
-    let images: Vec<(String, String)> = plan::pod_images(pod)
-        .iter()
+    let images: Vec<(String, String)> = pod
+        .images()
         .filter_map(|i| {
             ImageRef::parse(i.image)
                 .ok()

@@ -4,9 +4,12 @@
 //! Docker Hub fallback.
 //!
 //! The kubelet leans on Go's `net/url`, `net.SplitHostPort` and `path/filepath.Match`; the
-//! private helpers below reproduce the parts of them it depends on, quirks included.
+//! private helpers below reproduce the parts of them it depends on, quirks included
+//! (`filepath.Match` is [`crate::glob`], shared with the policy).
 
 use std::net::Ipv6Addr;
+
+use crate::glob;
 
 /// The index key under which the kubelet keeps Docker Hub's `https://index.docker.io/v1/`.
 const DEFAULT_REGISTRY_KEY: &str = "index.docker.io";
@@ -52,6 +55,14 @@ impl SchemelessUrl {
     /// A string that does not parse is kept as `None` and matches nothing, as in the kubelet.
     pub fn parse(s: &str) -> Self {
         Self(GoUrl::parse_schemeless(s))
+    }
+
+    /// The host without its port, as URLsMatch compares it label by label; `None` when the
+    /// string did not parse (it matches nothing). Lets a policy index its patterns by host.
+    pub(crate) fn hostname(&self) -> Option<&str> {
+        self.0
+            .as_ref()
+            .map(|url| split_host_port_or_whole(&url.host).0)
     }
 
     /// URLsMatch with `self` as the glob.
@@ -292,7 +303,7 @@ impl GoUrl {
         glob_host
             .split('.')
             .zip(target_host.split('.'))
-            .all(|(g, t)| matches!(filepath_match(g.as_bytes(), t.as_bytes()), Ok(true)))
+            .all(|(g, t)| matches!(glob::filepath_match(g.as_bytes(), t.as_bytes()), Ok(true)))
     }
 }
 
@@ -428,183 +439,6 @@ fn split_host_port(hostport: &str) -> Option<(&str, &str)> {
     Some((host, &hostport[last_colon + 1..]))
 }
 
-/// `filepath.ErrBadPattern`.
-#[derive(Debug, PartialEq, Eq)]
-struct BadPattern;
-
-/// Go `path/filepath.Match` (Unix): `*`, `?`, `[...]` classes with `^` and ranges, `\`
-/// escapes. Works on bytes and decodes runes where Go does.
-fn filepath_match(pattern: &[u8], name: &[u8]) -> Result<bool, BadPattern> {
-    let (mut pattern, mut name) = (pattern, name);
-    'pattern: while !pattern.is_empty() {
-        let (star, chunk, rest) = scan_chunk(pattern);
-        pattern = rest;
-        if star && chunk.is_empty() {
-            return Ok(!name.contains(&b'/'));
-        }
-        if let Some(t) = match_chunk(chunk, name)?
-            && (t.is_empty() || !pattern.is_empty())
-        {
-            name = t;
-            continue;
-        }
-        if star {
-            let mut i = 0;
-            while i < name.len() && name[i] != b'/' {
-                // The last chunk must consume the rest of the name.
-                if let Some(t) = match_chunk(chunk, &name[i + 1..])?
-                    && (t.is_empty() || !pattern.is_empty())
-                {
-                    name = t;
-                    continue 'pattern;
-                }
-                i += 1;
-            }
-        }
-        // Not a match; the rest of the pattern must still be well-formed.
-        while !pattern.is_empty() {
-            let (_, chunk, rest) = scan_chunk(pattern);
-            pattern = rest;
-            match_chunk(chunk, b"")?;
-        }
-        return Ok(false);
-    }
-    Ok(name.is_empty())
-}
-
-/// Leading stars, then the chunk up to the next star outside a class.
-fn scan_chunk(pattern: &[u8]) -> (bool, &[u8], &[u8]) {
-    let stars = pattern.iter().take_while(|&&c| c == b'*').count();
-    let p = &pattern[stars..];
-    let mut in_range = false;
-    let mut i = 0;
-    while i < p.len() {
-        match p[i] {
-            b'\\' if i + 1 < p.len() => i += 1,
-            b'[' => in_range = true,
-            b']' => in_range = false,
-            b'*' if !in_range => break,
-            _ => {}
-        }
-        i += 1;
-    }
-    (stars > 0, &p[..i], &p[i..])
-}
-
-/// Matches one star-free chunk at the start of `s`: `Some(rest)` on a match. Keeps
-/// scanning the chunk after a mismatch to report a malformed pattern.
-fn match_chunk<'s>(chunk: &[u8], s: &'s [u8]) -> Result<Option<&'s [u8]>, BadPattern> {
-    let (mut chunk, mut s) = (chunk, s);
-    let mut failed = false;
-    while let Some(&c) = chunk.first() {
-        if !failed && s.is_empty() {
-            failed = true;
-        }
-        match c {
-            b'[' => {
-                let mut r = 0;
-                if !failed {
-                    let (rune, n) = decode_rune(s);
-                    r = rune;
-                    s = &s[n..];
-                }
-                chunk = &chunk[1..];
-                let negated = chunk.first() == Some(&b'^');
-                if negated {
-                    chunk = &chunk[1..];
-                }
-                let mut matched = false;
-                let mut ranges = 0;
-                loop {
-                    if chunk.first() == Some(&b']') && ranges > 0 {
-                        chunk = &chunk[1..];
-                        break;
-                    }
-                    let (lo, rest) = get_escaped(chunk)?;
-                    chunk = rest;
-                    let mut hi = lo;
-                    if chunk.first() == Some(&b'-') {
-                        let (h, rest) = get_escaped(&chunk[1..])?;
-                        hi = h;
-                        chunk = rest;
-                    }
-                    if lo <= r && r <= hi {
-                        matched = true;
-                    }
-                    ranges += 1;
-                }
-                if matched == negated {
-                    failed = true;
-                }
-            }
-            b'?' => {
-                if !failed {
-                    if s[0] == b'/' {
-                        failed = true;
-                    }
-                    s = &s[decode_rune(s).1..];
-                }
-                chunk = &chunk[1..];
-            }
-            _ => {
-                if c == b'\\' {
-                    chunk = &chunk[1..];
-                    if chunk.is_empty() {
-                        return Err(BadPattern);
-                    }
-                }
-                if !failed {
-                    if chunk[0] != s[0] {
-                        failed = true;
-                    }
-                    s = &s[1..];
-                }
-                chunk = &chunk[1..];
-            }
-        }
-    }
-    Ok(if failed { None } else { Some(s) })
-}
-
-/// One (possibly `\`-escaped) rune of a class; a class item may not start with `-` or `]`
-/// and may not end the pattern.
-fn get_escaped(chunk: &[u8]) -> Result<(u32, &[u8]), BadPattern> {
-    let mut chunk = chunk;
-    match chunk.first() {
-        None | Some(b'-' | b']') => return Err(BadPattern),
-        Some(b'\\') => {
-            chunk = &chunk[1..];
-            if chunk.is_empty() {
-                return Err(BadPattern);
-            }
-        }
-        Some(_) => {}
-    }
-    let (r, n) = decode_rune(chunk);
-    let rest = &chunk[n..];
-    if (r == u32::from(char::REPLACEMENT_CHARACTER) && n == 1) || rest.is_empty() {
-        return Err(BadPattern);
-    }
-    Ok((r, rest))
-}
-
-/// Go `utf8.DecodeRune`: (U+FFFD, 1) for an invalid or truncated sequence.
-fn decode_rune(s: &[u8]) -> (u32, usize) {
-    const ERROR: (u32, usize) = (0xFFFD, 1);
-    let width = match s.first() {
-        None => return (0xFFFD, 0),
-        Some(0x00..=0x7F) => 1,
-        Some(0xC2..=0xDF) => 2,
-        Some(0xE0..=0xEF) => 3,
-        Some(0xF0..=0xF4) => 4,
-        Some(_) => return ERROR,
-    };
-    match s.get(..width).map(std::str::from_utf8) {
-        Some(Ok(text)) => text.chars().next().map_or(ERROR, |c| (u32::from(c), width)),
-        _ => ERROR,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,26 +513,6 @@ mod tests {
         let pattern = RegistryPattern::parse("https://reg.io/v2/").expect("parses");
         assert_eq!(pattern.index_key(), "reg.io");
         assert!(pattern.matches("reg.io/app"));
-    }
-
-    #[test]
-    fn filepath_match_like_go() {
-        let m = |p: &str, n: &str| filepath_match(p.as_bytes(), n.as_bytes());
-        assert_eq!(m("*", ""), Ok(true));
-        assert_eq!(m("a*b*c", "axbyc"), Ok(true));
-        assert_eq!(m("a*b", "ab"), Ok(true));
-        assert_eq!(m("a*", "a/b"), Ok(false));
-        assert_eq!(m("?", "é"), Ok(true));
-        assert_eq!(m("[é]", "é"), Ok(true));
-        assert_eq!(m("[a-c]x", "bx"), Ok(true));
-        assert_eq!(m("[\\]]", "]"), Ok(true));
-        assert_eq!(m("\\*", "*"), Ok(true));
-        assert_eq!(m("[", "a"), Err(BadPattern));
-        assert_eq!(m("[]a]", "a"), Err(BadPattern));
-        assert_eq!(m("a\\", "a"), Err(BadPattern));
-        assert_eq!(m("x[", "a"), Err(BadPattern));
-        assert_eq!(m("[a-", "a"), Err(BadPattern));
-        assert_eq!(m("*x", "abx"), Ok(true));
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! PURE: (policy, namespace, pod) -> the patch, the secrets the namespace must hold, warnings.
-//! No I/O, no async: `serve`, `review` and `explain` all call this.
+//! PURE: (policy, namespace, pod facts) -> the patch, the secrets the namespace must hold,
+//! warnings. No I/O, no async: `serve`, `review` and `explain` all call this.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+use crate::facts::PodImage as FactsImage;
+pub use crate::facts::{ContainerFacts, ContainerKind, PodFacts};
 use crate::keyring::SchemelessUrl;
 use crate::policy::{NamespaceVerdict, Policy};
 use crate::reference::ImageRef;
@@ -43,7 +45,7 @@ pub enum Operation<'a> {
     Create,
     /// No patch; warnings for secrets the Pod now needs but lacks. With the old Pod, only
     /// images it did not have yet are warned about.
-    Update { old: Option<&'a Pod> },
+    Update { old: Option<&'a PodFacts<'a>> },
 }
 
 /// The Pod's namespace as the plan sees it.
@@ -93,7 +95,7 @@ pub(crate) fn pod_images(pod: &Pod) -> Vec<PodImage<'_>> {
 /// Decides what `pod` gets in `namespace` under `policy`.
 pub fn plan(
     policy: &Policy,
-    pod: &Pod,
+    pod: &PodFacts<'_>,
     namespace: &Namespace<'_>,
     operation: Operation<'_>,
     webhook_namespace: &str,
@@ -102,55 +104,46 @@ pub fn plan(
     if policy.namespace_excluded(namespace.name, webhook_namespace) {
         return out;
     }
-    let verdicts: Vec<NamespaceVerdict> = policy
-        .rules
-        .iter()
-        .map(|r| r.namespace_verdict(namespace.name, namespace.labels))
-        .collect();
+    let view = policy.namespace_view(namespace.name, namespace.labels);
 
-    let old_images: Option<BTreeSet<&str>> = match operation {
-        Operation::Update { old: Some(old) } => {
-            Some(pod_images(old).iter().map(|i| i.image).collect())
-        }
+    // A Pod has a handful of images: plain lists beat sets here.
+    let old_images: Option<Vec<&str>> = match operation {
+        Operation::Update { old: Some(old) } => Some(old.images().map(|i| i.image).collect()),
         _ => None,
     };
+    let is_old = |image: &str| old_images.as_ref().is_some_and(|old| old.contains(&image));
     // For every rule that matched, the first image that made it match; new images first,
-    // so an UPDATE warning names the image that brought the need.
-    let mut matched: BTreeMap<usize, String> = BTreeMap::new();
-    let mut images = pod_images(pod);
-    images.sort_by_key(|i| old_images.as_ref().is_some_and(|old| old.contains(i.image)));
-    let mut unknown_labels: BTreeSet<usize> = BTreeSet::new();
+    // so an UPDATE warning names the image that brought the need. Kept in rule order.
+    let mut matched: Vec<(usize, &str)> = Vec::new();
+    let mut images: Vec<FactsImage<'_>> = pod.images().collect();
+    images.sort_by_key(|i| is_old(i.image));
+    let mut unknown_labels: Vec<usize> = Vec::new();
+    let mut rules: Vec<usize> = Vec::new();
     for image in images {
         let target = match ImageRef::parse(image.image) {
             Ok(reference) => reference.lookup_target(),
-            Err(_)
-                if old_images
-                    .as_ref()
-                    .is_some_and(|old| old.contains(image.image)) =>
-            {
-                // Already warned about when it was new.
-                continue;
-            }
+            // Already warned about when it was new.
+            Err(_) if is_old(image.image) => continue,
             Err(err) => {
                 out.warnings.push(format!(
                     "{} {:?}: image {:?} is not a valid reference ({err}); no pull secret added for it",
-                    image.kind, image.container, image.image
+                    image.kind.label(),
+                    image.container,
+                    image.image
                 ));
                 continue;
             }
         };
-        let target = SchemelessUrl::parse(&target);
-        for (index, rule) in policy.rules.iter().enumerate() {
-            if verdicts[index] == NamespaceVerdict::Excluded || !rule.matches_parsed_target(&target)
-            {
-                continue;
-            }
-            if verdicts[index] == NamespaceVerdict::LabelsUnknown {
-                unknown_labels.insert(index);
-            } else {
-                matched
-                    .entry(index)
-                    .or_insert_with(|| image.image.to_string());
+        policy.rules_matching(&SchemelessUrl::parse(&target), &mut rules);
+        for &index in &rules {
+            match view.verdict(index) {
+                NamespaceVerdict::Excluded => {}
+                NamespaceVerdict::LabelsUnknown => insert_sorted(&mut unknown_labels, index),
+                NamespaceVerdict::Applies => {
+                    if let Err(at) = matched.binary_search_by_key(&index, |(i, _)| *i) {
+                        matched.insert(at, (index, image.image));
+                    }
+                }
             }
         }
     }
@@ -162,16 +155,15 @@ pub fn plan(
     }
 
     // Union of secrets in rule order; each lists the rules that asked for it.
-    let mut needs: Vec<(SecretNeed, String)> = Vec::new();
-    for (&index, image) in &matched {
+    let mut needs: Vec<(SecretNeed, &str)> = Vec::new();
+    for &(index, image) in &matched {
         let rule = &policy.rules[index];
-        let is_old = |i: &str| old_images.as_ref().is_some_and(|old| old.contains(i));
         match needs.iter_mut().find(|(n, _)| n.name == rule.secret) {
             Some((need, first)) => {
                 need.rules.push(rule.name.clone());
                 // Keep a new image as the example, so an UPDATE warning is not lost.
                 if is_old(first) && !is_old(image) {
-                    first.clone_from(image);
+                    *first = image;
                 }
             }
             None => needs.push((
@@ -180,34 +172,25 @@ pub fn plan(
                     source_namespace: policy.source_namespace.clone(),
                     rules: vec![rule.name.clone()],
                 },
-                image.clone(),
+                image,
             )),
         }
     }
 
-    let present: BTreeSet<&str> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.image_pull_secrets.iter().flatten())
-        .map(|r| r.name.as_str())
-        .collect();
-    let missing: Vec<&(SecretNeed, String)> = needs
-        .iter()
-        .filter(|(need, _)| !present.contains(need.name.as_str()))
-        .collect();
-
     match operation {
         Operation::Create => {
-            out.patch = create_patch(pod, &missing.iter().map(|(n, _)| n).collect::<Vec<_>>());
-            out.secrets = needs.iter().map(|(n, _)| n.clone()).collect();
+            let missing: Vec<&SecretNeed> = needs
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| !pod.lists_pull_secret(&n.name))
+                .collect();
+            out.patch = create_patch(pod, &missing);
+            out.secrets = needs.into_iter().map(|(n, _)| n).collect();
         }
         Operation::Update { .. } => {
-            for (need, image) in &missing {
-                if old_images
-                    .as_ref()
-                    .is_some_and(|old| old.contains(image.as_str()))
-                {
-                    // Not new: the Pod has been running without it already.
+            for (need, image) in &needs {
+                // Listed already, or not new: the Pod has been running without it already.
+                if pod.lists_pull_secret(&need.name) || is_old(image) {
                     continue;
                 }
                 out.warnings.push(format!(
@@ -219,26 +202,28 @@ pub fn plan(
             }
             // Only what the Pod can use: the secrets it already lists.
             out.secrets = needs
-                .iter()
-                .filter(|(need, _)| present.contains(need.name.as_str()))
-                .map(|(n, _)| n.clone())
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| pod.lists_pull_secret(&n.name))
                 .collect();
         }
     }
     out
 }
 
+fn insert_sorted(list: &mut Vec<usize>, value: usize) {
+    if let Err(at) = list.binary_search(&value) {
+        list.insert(at, value);
+    }
+}
+
 /// `add` operations for the secrets the Pod lacks, plus the annotation naming them.
-fn create_patch(pod: &Pod, missing: &[&SecretNeed]) -> Patch {
+fn create_patch(pod: &PodFacts<'_>, missing: &[&SecretNeed]) -> Patch {
     if missing.is_empty() {
         return Patch(Vec::new());
     }
     let mut ops = Vec::new();
-    let has_array = pod
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.image_pull_secrets.is_some());
-    if has_array {
+    if pod.pull_secrets.is_some() {
         for need in missing {
             ops.push(add(
                 &["spec", "imagePullSecrets", "-"],
@@ -250,9 +235,9 @@ fn create_patch(pod: &Pod, missing: &[&SecretNeed]) -> Patch {
         ops.push(add(&["spec", "imagePullSecrets"], Value::Array(entries)));
     }
 
-    let annotations = pod.metadata.annotations.as_ref();
-    let mut pairs: Vec<String> = annotations
-        .and_then(|a| a.get(INJECTED_ANNOTATION))
+    let mut pairs: Vec<String> = pod
+        .injected
+        .as_deref()
         .map(|v| {
             v.split(',')
                 .filter(|p| !p.is_empty())
@@ -269,15 +254,16 @@ fn create_patch(pod: &Pod, missing: &[&SecretNeed]) -> Patch {
         }
     }
     let value = Value::String(pairs.join(","));
-    match annotations {
-        Some(_) => ops.push(add(
+    if pod.has_annotations {
+        ops.push(add(
             &["metadata", "annotations", INJECTED_ANNOTATION],
             value,
-        )),
-        None => ops.push(add(
+        ));
+    } else {
+        ops.push(add(
             &["metadata", "annotations"],
             json!({ INJECTED_ANNOTATION: value }),
-        )),
+        ));
     }
     Patch(ops)
 }

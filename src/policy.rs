@@ -1,8 +1,9 @@
 //! The policy document (`policy.yaml`): parsed, validated, compiled into a matcher.
 //!
 //! Parse (serde, unknown fields rejected), then validate every value collecting all problems
-//! with their line and column, then compile: globs become matchers once, so matching a Pod
-//! costs one pass over the rules and never grows with the number of Pods.
+//! with their line and column, then compile: globs become matchers once and the rules are
+//! indexed by registry host (src/rule_index.rs), so matching a Pod costs what the rules that
+//! can match its images cost, not the length of the rule list.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use thiserror::Error;
 
+use crate::glob::Glob;
 use crate::keyring;
 use crate::reference::ImageRef;
 
@@ -21,6 +23,8 @@ pub(crate) const DOCKER_HUB_API_HOSTS: [&str; 3] = [
     "registry.hub.docker.com",
     "hub.docker.com",
 ];
+pub use crate::rule_index::NamespaceView;
+use crate::rule_index::{NamespaceVerdicts, RuleIndex};
 
 /// One problem in a policy document, located for `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -113,6 +117,28 @@ impl Rule {
             .as_ref()
             .is_some_and(|f| f.selector.is_some())
     }
+
+    pub(crate) fn has_namespace_filter(&self) -> bool {
+        self.namespaces.is_some()
+    }
+
+    /// The name part of the namespace filter: include and exclude globs.
+    pub(crate) fn name_admits(&self, namespace: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|f| f.name_admits(namespace))
+    }
+
+    /// The label part of the namespace filter, for a namespace its name admits.
+    pub(crate) fn selector_verdict(
+        &self,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> NamespaceVerdict {
+        match &self.namespaces {
+            None => NamespaceVerdict::Applies,
+            Some(filter) => filter.selector_verdict(labels),
+        }
+    }
 }
 
 /// `serviceAccounts: ["*"]`: every ServiceAccount of the namespace.
@@ -127,6 +153,10 @@ pub struct Policy {
     exclude_namespaces: Vec<Glob>,
     /// Valid but probably not what was meant (e.g. a pattern on a Docker Hub API host).
     pub warnings: Vec<PolicyProblem>,
+    /// `rules` by registry host: what an image is checked against.
+    index: RuleIndex,
+    /// Namespace filters per namespace, cached for this policy's lifetime.
+    verdicts: NamespaceVerdicts,
 }
 
 impl Policy {
@@ -190,7 +220,7 @@ impl Policy {
             .map(|g| {
                 format!(
                     "namespace {namespace:?} matches excludeNamespaces pattern {:?}",
-                    g.pattern
+                    g.as_str()
                 )
             })
     }
@@ -226,13 +256,42 @@ impl Policy {
         &'a self,
         lookup_target: &str,
         namespace: &str,
-        labels: Option<&BTreeMap<String, String>>,
+        labels: Option<&'a BTreeMap<String, String>>,
     ) -> Vec<&'a Rule> {
-        self.rules
-            .iter()
-            .filter(|r| r.namespace_verdict(namespace, labels) == NamespaceVerdict::Applies)
-            .filter(|r| r.matches_target(lookup_target))
+        let view = self.namespace_view(namespace, labels);
+        let mut matched = Vec::new();
+        self.rules_matching(&keyring::SchemelessUrl::parse(lookup_target), &mut matched);
+        matched
+            .into_iter()
+            .filter(|&i| view.verdict(i) == NamespaceVerdict::Applies)
+            .map(|i| &self.rules[i])
             .collect()
+    }
+
+    /// Replaces `out` with the indices of the rules whose registries match `target`, in rule
+    /// order. Costs what the rules that share the target's host cost, not the whole list.
+    pub fn rules_matching(&self, target: &keyring::SchemelessUrl, out: &mut Vec<usize>) {
+        out.clear();
+        self.index.candidates(target, out);
+        out.sort_unstable();
+        out.dedup();
+        out.retain(|&i| self.rules[i].matches_parsed_target(target));
+    }
+
+    /// How the rules see `namespace` (name filters cached per namespace for this policy).
+    pub fn namespace_view<'p>(
+        &'p self,
+        namespace: &str,
+        labels: Option<&'p BTreeMap<String, String>>,
+    ) -> NamespaceView<'p> {
+        self.verdicts.view(&self.rules, namespace, labels)
+    }
+
+    /// Whether a rule's label selector is all that stands between `namespace` and the rule,
+    /// so its labels are worth waiting for.
+    pub fn needs_labels(&self, namespace: &str, webhook_namespace: &str) -> bool {
+        !self.namespace_excluded(namespace, webhook_namespace)
+            && self.namespace_view(namespace, None).needs_labels()
     }
 }
 
@@ -586,11 +645,20 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
         });
     }
 
+    let index = RuleIndex::build(
+        rules
+            .iter()
+            .enumerate()
+            .flat_map(|(i, rule)| rule.patterns.iter().map(move |p| (i, p))),
+    );
+    let verdicts = NamespaceVerdicts::new(&rules);
     Policy {
         source_namespace: raw.source_namespace.value,
         rules,
         exclude_namespaces,
         warnings: Vec::new(),
+        index,
+        verdicts,
     }
 }
 
@@ -930,13 +998,28 @@ impl NamespaceFilter {
         namespace: &str,
         labels: Option<&BTreeMap<String, String>>,
     ) -> NamespaceVerdict {
-        match self.why_not(namespace, labels) {
-            None => NamespaceVerdict::Applies,
-            Some(NotApplied::LabelsUnknown) => NamespaceVerdict::LabelsUnknown,
-            Some(_) => NamespaceVerdict::Excluded,
+        if !self.name_admits(namespace) {
+            return NamespaceVerdict::Excluded;
+        }
+        self.selector_verdict(labels)
+    }
+
+    fn name_admits(&self, namespace: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|g| g.matches(namespace)))
+            && !self.exclude.iter().any(|g| g.matches(namespace))
+    }
+
+    fn selector_verdict(&self, labels: Option<&BTreeMap<String, String>>) -> NamespaceVerdict {
+        match (&self.selector, labels) {
+            (None, _) => NamespaceVerdict::Applies,
+            (Some(_), None) => NamespaceVerdict::LabelsUnknown,
+            (Some(selector), Some(labels)) if selector.matches(labels) => NamespaceVerdict::Applies,
+            (Some(_), Some(_)) => NamespaceVerdict::Excluded,
         }
     }
 
+    /// Which condition [`NamespaceFilter::verdict`] fails on, for `explain`: the same checks
+    /// in the same order (include, exclude, selector), naming the pattern or selector.
     fn why_not(
         &self,
         namespace: &str,
@@ -948,11 +1031,13 @@ impl NamespaceFilter {
         if let Some(hit) = self.exclude.iter().find(|g| g.matches(namespace)) {
             return Some(NotApplied::ExcludeHit(hit));
         }
-        match (&self.selector, labels) {
-            (None, _) => None,
-            (Some(_), None) => Some(NotApplied::LabelsUnknown),
-            (Some(selector), Some(labels)) if selector.matches(labels) => None,
-            (Some(selector), Some(_)) => Some(NotApplied::SelectorMiss(selector)),
+        match (self.selector_verdict(labels), &self.selector) {
+            (NamespaceVerdict::Applies, _) => None,
+            (NamespaceVerdict::LabelsUnknown, _) => Some(NotApplied::LabelsUnknown),
+            (NamespaceVerdict::Excluded, Some(selector)) => {
+                Some(NotApplied::SelectorMiss(selector))
+            }
+            (NamespaceVerdict::Excluded, None) => None,
         }
     }
 }
@@ -961,7 +1046,7 @@ impl NotApplied<'_> {
     fn describe(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> String {
         let quoted = |globs: &mut dyn Iterator<Item = &Glob>| {
             globs
-                .map(|g| format!("{:?}", g.pattern))
+                .map(|g| format!("{:?}", g.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -972,7 +1057,7 @@ impl NotApplied<'_> {
             ),
             NotApplied::ExcludeHit(glob) => format!(
                 "namespace {namespace:?} matches namespaces.exclude pattern {:?}",
-                glob.pattern
+                glob.as_str()
             ),
             NotApplied::LabelsUnknown => format!(
                 "the selector needs the labels of namespace {namespace:?}, which are not known"
@@ -1058,121 +1143,6 @@ impl Selector {
                     Operator::DoesNotExist => value.is_none(),
                 }
             })
-    }
-}
-
-/// A glob with Go `path.Match` syntax: `*`, `?`, `[...]` classes (`^` negates), `\` escapes.
-#[derive(Debug, Clone)]
-pub(crate) struct Glob {
-    tokens: Vec<Token>,
-    /// As written, for messages.
-    pattern: String,
-}
-
-#[derive(Debug, Clone)]
-enum Token {
-    Char(char),
-    Star,
-    Any,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl Glob {
-    pub(crate) fn compile(pattern: &str) -> Result<Self, String> {
-        let mut tokens = Vec::new();
-        let mut chars = pattern.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '*' => tokens.push(Token::Star),
-                '?' => tokens.push(Token::Any),
-                '\\' => tokens.push(Token::Char(chars.next().ok_or("trailing '\\'")?)),
-                '[' => {
-                    let negated = chars.next_if_eq(&'^').is_some();
-                    let mut ranges = Vec::new();
-                    loop {
-                        match chars.peek() {
-                            None => return Err("unclosed '['".into()),
-                            Some(']') if !ranges.is_empty() => {
-                                chars.next();
-                                break;
-                            }
-                            Some(_) => {}
-                        }
-                        let lo = class_char(&mut chars)?;
-                        let hi = if chars.next_if_eq(&'-').is_some() {
-                            class_char(&mut chars)?
-                        } else {
-                            lo
-                        };
-                        ranges.push((lo, hi));
-                    }
-                    tokens.push(Token::Class { negated, ranges });
-                }
-                other => tokens.push(Token::Char(other)),
-            }
-        }
-        Ok(Self {
-            tokens,
-            pattern: pattern.to_string(),
-        })
-    }
-
-    pub(crate) fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
-        // Classic two-pointer wildcard match with one backtrack point per star.
-        let (mut t, mut p) = (0, 0);
-        let mut backtrack: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match self.tokens.get(p) {
-                Some(Token::Star) => {
-                    backtrack = Some((p, t));
-                    p += 1;
-                    continue;
-                }
-                Some(token) if token.accepts(text[t]) => {
-                    p += 1;
-                    t += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            match backtrack {
-                Some((star, from)) => {
-                    p = star + 1;
-                    t = from + 1;
-                    backtrack = Some((star, from + 1));
-                }
-                None => return false,
-            }
-        }
-        self.tokens[p..]
-            .iter()
-            .all(|tok| matches!(tok, Token::Star))
-    }
-}
-
-impl Token {
-    fn accepts(&self, c: char) -> bool {
-        match self {
-            Token::Char(x) => *x == c,
-            Token::Any => true,
-            Token::Star => false,
-            Token::Class { negated, ranges } => {
-                ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
-            }
-        }
-    }
-}
-
-fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
-    match chars.next() {
-        None => Err("unclosed '['".into()),
-        Some('\\') => chars.next().ok_or_else(|| "trailing '\\'".to_string()),
-        Some(c @ ('-' | ']')) => Err(format!("unexpected {c:?} in a character class")),
-        Some(c) => Ok(c),
     }
 }
 

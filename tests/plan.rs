@@ -4,7 +4,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use pullsecret_injector::plan::{INJECTED_ANNOTATION, Namespace, Operation, Plan, plan};
+use pullsecret_injector::plan::{INJECTED_ANNOTATION, Namespace, Operation, Plan, PodFacts, plan};
 use serde_json::{Value, json};
 use support::{pod, pod_json, policy, to_pod};
 
@@ -24,7 +24,7 @@ fn create(pod_value: &Value, ns: &str, ns_labels: Option<&BTreeMap<String, Strin
     };
     plan(
         &policy(),
-        &to_pod(pod_value.clone()),
+        &PodFacts::from_pod(&to_pod(pod_value.clone())),
         &namespace,
         Operation::Create,
         WEBHOOK_NS,
@@ -236,7 +236,7 @@ fn update_never_patches_but_warns_about_a_missing_secret() {
     };
     let plan = plan(
         &policy(),
-        &to_pod(p),
+        &PodFacts::from_pod(&to_pod(p)),
         &namespace,
         Operation::Update { old: None },
         WEBHOOK_NS,
@@ -335,7 +335,7 @@ fn invalid_image_gets_no_secret_and_a_warning() {
 fn images_no_rule_covers_change_nothing() {
     let plan = plan(
         &policy(),
-        &pod(&["nginx:1.27"]),
+        &PodFacts::from_pod(&pod(&["nginx:1.27"])),
         &Namespace {
             name: "team-a",
             labels: None,
@@ -366,9 +366,11 @@ fn update_warns_only_about_images_the_old_pod_did_not_have() {
     };
     let plan = plan(
         &policy(),
-        &new,
+        &PodFacts::from_pod(&new),
         &namespace,
-        Operation::Update { old: Some(&old) },
+        Operation::Update {
+            old: Some(&PodFacts::from_pod(&old)),
+        },
         WEBHOOK_NS,
     );
     assert!(plan.patch.0.is_empty());
@@ -401,9 +403,11 @@ fn update_warns_when_a_new_image_needs_a_secret_an_old_image_also_needed() {
     };
     let plan = plan(
         &shared,
-        &new,
+        &PodFacts::from_pod(&new),
         &namespace,
-        Operation::Update { old: Some(&old) },
+        Operation::Update {
+            old: Some(&PodFacts::from_pod(&old)),
+        },
         WEBHOOK_NS,
     );
     assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
@@ -436,9 +440,11 @@ fn plan_update(
     };
     plan(
         &policy(),
-        new,
+        &PodFacts::from_pod(new),
         &namespace,
-        Operation::Update { old: Some(old) },
+        Operation::Update {
+            old: Some(&PodFacts::from_pod(old)),
+        },
         WEBHOOK_NS,
     )
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::cli::{ExplainArgs, OutputFormat};
 use crate::cmd::check::require_policy;
 use crate::cmd::output;
-use crate::plan::{self, Namespace, Operation};
+use crate::plan::{self, Namespace, Operation, PodFacts};
 use crate::policy::Policy;
 use crate::reference::ImageRef;
 
@@ -128,7 +128,7 @@ fn apply_policy(
     };
     let decision = plan::plan(
         policy,
-        &pod,
+        &PodFacts::from_pod(&pod),
         &namespace,
         Operation::Create,
         &args.webhook_namespace,

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -67,9 +69,12 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     let yaml = args.output == ReviewOutput::Yaml;
     let mut stdout = std::io::stdout().lock();
     if patched {
-        let Some(object) = answer.patched else {
-            eprintln!("error: the request carries no object to patch");
-            return Ok(ExitCode::from(1));
+        let object = match patched_object(&body, &answer.body) {
+            Ok(object) => object,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(1));
+            }
         };
         if yaml {
             stdout.write_all(
@@ -94,6 +99,29 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request's object with the patch of `response` applied: what the apiserver would
+/// store. Built here, not in `respond`, because serving never needs it.
+fn patched_object(request: &[u8], response: &[u8]) -> Result<Value, String> {
+    let mut request: Value =
+        serde_json::from_slice(request).map_err(|e| format!("reading the request: {e}"))?;
+    let object = match request.pointer_mut("/request/object") {
+        Some(object) if !object.is_null() => object,
+        _ => return Err("the request carries no object to patch".into()),
+    };
+    let response: Value =
+        serde_json::from_slice(response).map_err(|e| format!("reading the response: {e}"))?;
+    if let Some(encoded) = response.pointer("/response/patch").and_then(Value::as_str) {
+        let bytes = STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("the response's patch is not base64: {e}"))?;
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the response's patch is not a JSON Patch: {e}"))?;
+        json_patch::patch(object, &patch.0)
+            .map_err(|e| format!("the patch does not apply to the Pod: {e}"))?;
+    }
+    Ok(object.take())
 }
 
 /// ServiceAccount coverage of the reviewed Pod: the secrets its ServiceAccount lists under
