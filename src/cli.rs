@@ -10,14 +10,25 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// (the manifests in deploy/ and the chart's default).
 pub const DEFAULT_WEBHOOK_NAMESPACE: &str = "pullsecret-injector";
 
+/// `--version`: the crate version and the commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PSI_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pullsecret-injector",
-    version,
-    about = "Gives every Pod the image pull secrets its images need"
+    version = VERSION,
+    about = "Gives every Pod the image pull secrets its images need",
+    after_help = "Every command that reads a file takes `-` for stdin; `-o json|yaml` gives \
+machine-readable output. Exit codes are listed in each command's --help (2 is always a usage \
+error or unreadable input)."
 )]
 pub struct Cli {
-    /// Log format.
+    /// Log format (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PSI_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
@@ -33,23 +44,64 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook (HTTPS) with health and metrics on a plain port.
+    #[command(
+        after_help = "Exit codes: 0 after a clean shutdown (SIGTERM or Ctrl-C); 2 when it cannot start."
+    )]
     Serve(ServeArgs),
     /// Offline: answer an AdmissionReview (or a bare Pod) the way `serve` would.
+    #[command(
+        after_help = "Exit codes: 0 answer printed; 1 the input cannot be reviewed; 2 usage error, unreadable file or invalid policy."
+    )]
     Review(ReviewArgs),
-    /// Show how one image is normalized and which rules and secrets it gets.
+    /// Show how one image is normalized and which rules and secrets it gets, and why the
+    /// other rules do not apply.
+    #[command(
+        after_help = "Exit codes: 0 answered (an invalid image is an answer too); 2 usage error, unreadable file or invalid policy."
+    )]
     Explain(ExplainArgs),
-    /// Validate a policy file.
+    /// Validate a policy file (or the policy in a Helm values file).
+    #[command(
+        after_help = "Exit codes: 0 valid (warnings do not fail); 1 problems found, one FILE:LINE:COL line each on stdout; 2 the file cannot be read."
+    )]
     Check(CheckArgs),
     /// Write a CA and a serving certificate for `<service>.<namespace>.svc`.
+    #[command(
+        after_help = "Exit codes: 0 written; 2 usage error, files already present (without --force) or not writable."
+    )]
     Certs(CertsArgs),
     /// Make, lint, match and verify registry pull secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
     /// Audit a cluster: registry secrets, uncovered Pods, drifted copies, rules that cannot work.
+    #[command(
+        after_help = "Exit codes: 0 nothing found; 1 findings; 2 the cluster or the policy cannot be read."
+    )]
     Audit(AuditArgs),
     /// Explain, per container, why the kubelet pulls with or without working credentials.
     #[command(subcommand)]
     Diagnose(DiagnoseCommand),
+    /// Print a shell completion script: `source <(pullsecret-injector completion bash)`.
+    #[command(after_help = "Exit codes: 0 printed; 2 unknown shell.")]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// How a command that talks to a cluster finds it, as kubectl does.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the
+    /// in-cluster ServiceAccount).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -61,8 +113,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub policy_configmap: Option<String>,
     /// The webhook's own namespace (always excluded from injection).
-    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
+    #[arg(
+        short = 'n',
+        long,
+        env = "POD_NAMESPACE",
+        default_value = DEFAULT_WEBHOOK_NAMESPACE
+    )]
     pub namespace: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// PEM certificate chain served to the API server; reloaded when it changes on disk.
     #[arg(long, value_name = "FILE", required_unless_present = "self_signed")]
     pub tls_cert: Option<PathBuf>,
@@ -107,33 +166,46 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum ReviewOutput {
-    /// The AdmissionReview response, as `serve` answers it.
+    /// JSON; the AdmissionReview response is byte for byte what `serve` answers.
     #[default]
+    Json,
+    /// The same document as YAML.
+    Yaml,
+    /// Old spelling of `-o json`.
+    #[value(hide = true)]
     Response,
-    /// The Pod after the patch is applied.
+    /// Old spelling of `--patched`.
+    #[value(hide = true)]
     Patched,
 }
 
 #[derive(Debug, Args)]
 pub struct ReviewArgs {
+    /// Policy file (YAML); `-` reads it from stdin.
     #[arg(long, value_name = "FILE")]
     pub policy: PathBuf,
-    /// Namespace of a bare Pod (an AdmissionReview carries its own).
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// Namespace of a bare Pod. Default: the Pod's own metadata.namespace, else `default`. A
+    /// value that contradicts the Pod's (or the AdmissionReview's) namespace is an error.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
     /// Labels of that namespace, for rule selectors: k=v,k2=v2.
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
     pub namespace_labels: Labels,
     /// The webhook's own namespace (always excluded), as `serve --namespace`.
     #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
     pub webhook_namespace: String,
-    #[arg(long, value_enum, default_value_t = ReviewOutput::Response)]
+    /// Print the Pod after the patch instead of the AdmissionReview response.
+    #[arg(long)]
+    pub patched: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = ReviewOutput::Json)]
     pub output: ReviewOutput,
-    /// AdmissionReview (JSON) or bare Pod (JSON or YAML); `-` is stdin.
+    /// AdmissionReview (JSON or YAML) or bare Pod (JSON or YAML); `-` is stdin.
     #[arg(default_value = "-")]
     pub input: String,
 }
 
+/// Kept for commands whose output is text or JSON only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum TextOrJson {
     #[default]
@@ -141,46 +213,82 @@ pub enum TextOrJson {
     Json,
 }
 
-#[derive(Debug, Args)]
-pub struct ExplainArgs {
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    #[arg(long)]
-    pub image: String,
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
-    #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
-    pub namespace_labels: Labels,
-    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
-    pub webhook_namespace: String,
-    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
-    pub output: TextOrJson,
+/// `-o`: text for people, JSON or YAML (the same document) for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+    Yaml,
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub struct ExplainArgs {
+    /// Policy file (YAML); `-` reads it from stdin. Without it, only the image is explained.
     #[arg(long, value_name = "FILE")]
-    pub policy: PathBuf,
+    pub policy: Option<PathBuf>,
+    /// The image as written in a Pod, e.g. `nginx`, `ghcr.io/acme/tool:1.2`.
+    #[arg(long)]
+    pub image: String,
+    /// Namespace of the Pod.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Labels of that namespace, for rule selectors: k=v,k2=v2.
+    #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
+    pub namespace_labels: Labels,
+    /// The webhook's own namespace (always excluded), as `serve --namespace`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
+    pub webhook_namespace: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["policy", "helm_values"])))]
+pub struct CheckArgs {
+    /// Policy file (YAML); `-` reads it from stdin.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// A Helm values file for charts/pullsecret-injector: checks its `policy.spec`, the policy
+    /// the chart deploys. `-` reads it from stdin.
+    #[arg(long, value_name = "FILE")]
+    pub helm_values: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct CertsArgs {
+    /// Name of the webhook's Service.
     #[arg(long)]
     pub service: String,
-    #[arg(long)]
+    /// Namespace of that Service.
+    #[arg(short = 'n', long)]
     pub namespace: String,
+    /// Directory for ca.crt, ca.key, tls.crt and tls.key (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Validity of the serving certificate in days (the CA gets ten times as long).
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// DNS suffix of the cluster: the certificate is also valid for
+    /// `<service>.<namespace>.svc.<cluster-domain>`.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Replace certificate and key files already in --out (a new CA means a new caBundle).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SecretType {
     /// kubernetes.io/dockerconfigjson, data key .dockerconfigjson
+    #[value(alias = "kubernetes.io/dockerconfigjson")]
     Dockerconfigjson,
     /// kubernetes.io/dockercfg, data key .dockercfg (legacy)
+    #[value(alias = "kubernetes.io/dockercfg")]
     Dockercfg,
 }
 
@@ -193,35 +301,53 @@ pub enum YamlOrJson {
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Print a pull Secret manifest that the kubelet will use.
+    #[command(
+        after_help = "Exit codes: 0 printed; 2 usage error or unusable input (nothing is printed)."
+    )]
     Create(SecretCreateArgs),
     /// Report problems the kubelet would have with a Secret or docker config.
+    #[command(
+        after_help = "Exit codes: 0 no problems; 1 findings (warnings or errors); 2 unreadable input."
+    )]
     Lint(SecretLintArgs),
     /// Which credentials the kubelet would offer for an image, in its order.
+    #[command(
+        after_help = "Exit codes: 0 a credential matches; 1 none matches (anonymous pull); 2 bad input or image."
+    )]
     Match(SecretMatchArgs),
     /// Authenticate to the registry with the matched credentials, as a runtime would.
+    #[command(
+        after_help = "Exit codes: 0 a credential authenticated and the manifest exists; 1 otherwise; 2 bad input or image."
+    )]
     Verify(SecretVerifyArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct SecretCreateArgs {
+    /// Name of the Secret (a DNS subdomain).
     pub name: String,
-    /// Registry key, e.g. registry.gitlab.com or https://index.docker.io/v1/.
+    /// Registry key, e.g. registry.gitlab.com or https://index.docker.io/v1/ (the default).
     #[arg(long)]
     pub server: Option<String>,
+    /// User name for the registry (with --password-stdin).
     #[arg(long, requires = "password_stdin")]
     pub username: Option<String>,
-    /// Read the password or token from stdin.
+    /// Read the password or token from stdin (one trailing newline is dropped).
     #[arg(long)]
     pub password_stdin: bool,
+    /// E-mail address stored with the entry (the kubelet ignores it).
     #[arg(long)]
     pub email: Option<String>,
-    /// Build from a `docker login` config.json (only `auths` is kept).
+    /// Build from a `docker login` config.json (only `auths` is kept); `-` reads it from stdin.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["username", "password_stdin", "email"])]
     pub from_docker_config: Option<PathBuf>,
-    #[arg(long)]
+    /// metadata.namespace of the Secret (omitted when not given).
+    #[arg(short = 'n', long)]
     pub namespace: Option<String>,
+    /// Secret type; the full names (kubernetes.io/dockerconfigjson) work too.
     #[arg(long = "type", value_enum, default_value_t = SecretType::Dockerconfigjson)]
     pub secret_type: SecretType,
+    /// Output format of the manifest.
     #[arg(short = 'o', long, value_enum, default_value_t = YamlOrJson::Yaml)]
     pub output: YamlOrJson,
 }
@@ -231,53 +357,67 @@ pub struct SecretLintArgs {
     /// Secret manifest(s) (YAML or JSON) or a docker config; `-` is stdin.
     #[arg(default_value = "-")]
     pub input: String,
-    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
-    pub output: TextOrJson,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct SecretMatchArgs {
+    /// The image as written in a Pod.
     #[arg(long)]
     pub image: String,
     /// Take --image as the kubelet's lookup string (`registry/repository`) without parsing
     /// or normalizing it.
     #[arg(long)]
     pub raw_target: bool,
+    /// Secret manifest(s) (YAML or JSON, in the Pod's imagePullSecrets order) or a docker
+    /// config; `-` is stdin.
     #[arg(default_value = "-")]
     pub input: String,
-    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
-    pub output: TextOrJson,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct SecretVerifyArgs {
+    /// The image to check the manifest of.
     #[arg(long)]
     pub image: String,
+    /// Secret manifest(s) (YAML or JSON) or a docker config; `-` is stdin.
     #[arg(default_value = "-")]
     pub input: String,
     /// PEM CA bundle for a private registry.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Do not verify the registry's certificate.
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
     /// Use plain HTTP (for a registry on localhost without TLS).
     #[arg(long)]
     pub plain_http: bool,
+    /// Time allowed for each request to the registry.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub timeout: Duration,
-    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
-    pub output: TextOrJson,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
+    /// Policy file (YAML) to audit the cluster against.
     #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
     pub policy: Option<PathBuf>,
     /// NAMESPACE/NAME of the policy ConfigMap.
     #[arg(long, value_name = "NS/NAME")]
     pub policy_configmap: Option<String>,
-    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
-    pub output: TextOrJson,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +430,7 @@ pub enum DiagnoseCommand {
 
 #[derive(Debug, Args)]
 pub struct DiagnosePodArgs {
+    /// Name of the Pod.
     pub name: String,
     /// The Pod's namespace (default: the kubeconfig context's namespace).
     #[arg(short = 'n', long)]
@@ -300,6 +441,7 @@ pub struct DiagnosePodArgs {
 
 #[derive(Debug, Args)]
 pub struct DiagnoseNamespaceArgs {
+    /// The namespace whose Pods to diagnose.
     pub namespace: String,
     /// Every Pod of the namespace, not only those waiting on an image pull.
     #[arg(long)]
@@ -328,6 +470,7 @@ pub struct DiagnoseOptions {
     /// With --verify: PEM CA bundle for a private registry.
     #[arg(long, value_name = "FILE", requires = "verify")]
     pub ca_file: Option<PathBuf>,
+    /// With --verify: do not verify the registry's certificate.
     #[arg(long, requires = "verify")]
     pub insecure_skip_tls_verify: bool,
     /// With --verify: plain HTTP (a registry on localhost without TLS).
@@ -336,6 +479,7 @@ pub struct DiagnoseOptions {
     /// With --verify: time limit per registry request.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub timeout: Duration,
+    /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
 }
@@ -392,5 +536,28 @@ mod tests {
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// Every flag and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "pullsecret-injector", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 }

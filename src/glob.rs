@@ -20,6 +20,11 @@ impl Glob {
         }
     }
 
+    /// The pattern as written, for messages.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
     pub(crate) fn matches(&self, text: &str) -> bool {
         matches!(
             filepath_match(self.pattern.as_bytes(), text.as_bytes()),

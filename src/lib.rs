@@ -13,6 +13,7 @@ pub mod facts;
 mod glob;
 pub mod k8s;
 pub mod keyring;
+pub mod kubeconfig;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

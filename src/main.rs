@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use pullsecret_injector::cli::{Cli, Command};
 use pullsecret_injector::{cmd, install_crypto_provider, telemetry};
 
@@ -8,7 +8,13 @@ use pullsecret_injector::{cmd, install_crypto_provider, telemetry};
 async fn main() -> ExitCode {
     install_crypto_provider();
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // A one-shot command reports its errors once, itself: the client library's own ERROR
+    // lines about the same failure would only repeat them.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "info,kube_client=off",
+    };
+    telemetry::init_with_default(cli.log_format, default_filter);
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args).await,
         Command::Review(args) => cmd::review::run(args).await,
@@ -18,11 +24,17 @@ async fn main() -> ExitCode {
         Command::Secret(command) => cmd::secret::run(command).await,
         Command::Audit(args) => cmd::audit::run(args).await,
         Command::Diagnose(command) => cmd::diagnose::run(command).await,
+        Command::Completion(args) => {
+            let mut command = Cli::command();
+            let name = command.get_name().to_string();
+            clap_complete::generate(args.shell, &mut command, name, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cmd::error_chain(&err));
             ExitCode::from(2)
         }
     }

@@ -13,6 +13,8 @@ use thiserror::Error;
 
 use crate::glob::Glob;
 use crate::keyring;
+use crate::reference::{DOCKER_HUB_API_HOSTS, ImageRef};
+
 pub use crate::rule_index::NamespaceView;
 use crate::rule_index::{NamespaceVerdicts, RuleIndex};
 
@@ -81,6 +83,19 @@ impl Rule {
         }
     }
 
+    /// Why the rule's namespace filters keep it out of `namespace`, in words (`None` when the
+    /// rule applies there); the same decision as [`Rule::namespace_verdict`].
+    pub fn why_not_in(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<String> {
+        let filter = self.namespaces.as_ref()?;
+        filter
+            .why_not(namespace, labels)
+            .map(|reason| reason.describe(namespace, labels))
+    }
+
     /// Whether the rule keeps its secret listed on the ServiceAccount `name`.
     pub fn names_service_account(&self, name: &str) -> bool {
         self.service_accounts
@@ -128,6 +143,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// `excludeNamespaces`, compiled.
     exclude_namespaces: Vec<Glob>,
+    /// Valid but probably not what was meant (e.g. a pattern on a Docker Hub API host).
+    pub warnings: Vec<PolicyProblem>,
     /// `rules` by registry host: what an image is checked against.
     index: RuleIndex,
     /// Namespace filters per namespace, cached for this policy's lifetime.
@@ -160,14 +177,16 @@ impl Policy {
         let mut problems = Problems {
             origin,
             found: Vec::new(),
+            warnings: Vec::new(),
         };
         check_fields(&tree, Schema::Root, &mut problems);
         if !problems.found.is_empty() {
             return Err(PolicyError(problems.found));
         }
         let raw: RawPolicy = serde_saphyr::from_str(text).map_err(located)?;
-        let policy = compile(raw, &mut problems);
+        let mut policy = compile(raw, &mut problems);
         if problems.found.is_empty() {
+            policy.warnings = problems.warnings;
             Ok(policy)
         } else {
             problems.found.sort_by_key(|p| (p.line, p.column));
@@ -178,6 +197,24 @@ impl Policy {
     /// Every secret name the policy can hand out (what the cluster side watches).
     pub fn secret_names(&self) -> BTreeSet<String> {
         self.rules.iter().map(|r| r.secret.clone()).collect()
+    }
+
+    /// Why `namespace` is excluded from injection altogether, in words; `None` when it is not.
+    pub fn why_excluded(&self, namespace: &str, webhook_namespace: &str) -> Option<String> {
+        if namespace == webhook_namespace {
+            return Some(format!(
+                "namespace {namespace:?} is the webhook's own namespace, which is never injected"
+            ));
+        }
+        self.exclude_namespaces
+            .iter()
+            .find(|g| g.matches(namespace))
+            .map(|g| {
+                format!(
+                    "namespace {namespace:?} matches excludeNamespaces pattern {:?}",
+                    g.as_str()
+                )
+            })
     }
 
     /// Whether `namespace` is excluded from injection altogether.
@@ -420,10 +457,13 @@ fn check_fields(node: &Node, schema: Schema, problems: &mut Problems<'_>) {
         NodeKind::Map(entries) => {
             for (key, value) in entries {
                 if !schema.fields().contains(&key.value.as_str()) {
+                    let hint = nearest(&key.value, schema.fields())
+                        .map(|name| format!(" (did you mean `{name}`?)"))
+                        .unwrap_or_default();
                     problems.at(
                         key,
                         format!(
-                            "unknown field `{}`, expected one of {}",
+                            "unknown field `{}`{hint}, expected one of {}",
                             key.value,
                             schema.fields().join(", ")
                         ),
@@ -437,22 +477,64 @@ fn check_fields(node: &Node, schema: Schema, problems: &mut Problems<'_>) {
     }
 }
 
+/// The known field closest to a misspelled one: at most one edit per three characters
+/// (`registry` for `registries`, `namespace` for `namespaces`), so a suggestion is a likely
+/// slip and not a guess.
+fn nearest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
+    let folded = field.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|name| (edit_distance(&folded, &name.to_ascii_lowercase()), *name))
+        .filter(|(distance, _)| *distance <= field.len().div_ceil(3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validate and compile.
 
 struct Problems<'o> {
     origin: &'o str,
     found: Vec<PolicyProblem>,
+    warnings: Vec<PolicyProblem>,
 }
 
 impl Problems<'_> {
     fn at<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
-        self.found.push(PolicyProblem {
+        let problem = self.locate(spanned, message);
+        self.found.push(problem);
+    }
+
+    fn warn<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        let problem = self.locate(spanned, message);
+        self.warnings.push(problem);
+    }
+
+    fn locate<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> PolicyProblem {
+        PolicyProblem {
             origin: self.origin.to_string(),
             line: spanned.referenced.line() as usize,
             column: spanned.referenced.column() as usize,
             message: message.into(),
-        });
+        }
     }
 }
 
@@ -503,14 +585,22 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
             );
         }
         for pattern in &rule.registries.value {
-            if let Err(why) = check_registry_pattern(&pattern.value) {
-                problems.at(
+            match check_registry_pattern(&pattern.value) {
+                Ok(None) => {}
+                Ok(Some(warning)) => problems.warn(
+                    pattern,
+                    format!(
+                        "rule {:?}: registry pattern {:?}: {warning}",
+                        name.value, pattern.value
+                    ),
+                ),
+                Err(why) => problems.at(
                     pattern,
                     format!(
                         "rule {:?}: registry pattern {:?}: {why}",
                         name.value, pattern.value
                     ),
-                );
+                ),
             }
         }
 
@@ -558,6 +648,7 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
         source_namespace: raw.source_namespace.value,
         rules,
         exclude_namespaces,
+        warnings: Vec::new(),
         index,
         verdicts,
     }
@@ -745,8 +836,9 @@ fn dns_part(part: &str) -> Result<(), &'static str> {
 }
 
 /// A registry pattern in kubelet matchImages syntax: `host[:port][/path]`, globs only in
-/// host labels. Rejects what is malformed and what can never match a normalized image.
-fn check_registry_pattern(pattern: &str) -> Result<(), String> {
+/// host labels. Rejects what is malformed and what can never match a normalized image;
+/// `Ok(Some(warning))` for a pattern that matches only images few people write.
+fn check_registry_pattern(pattern: &str) -> Result<Option<String>, String> {
     if pattern.is_empty() {
         return Err("is empty".into());
     }
@@ -768,7 +860,16 @@ fn check_registry_pattern(pattern: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("has no registry host".into());
     }
-    let hostname = if let Some(rest) = host.strip_prefix('[') {
+    // `[` opens an IPv6 literal only when what follows looks like one (hex digits and
+    // colons up to `]`); otherwise it is a glob class such as `[a-c]reg.io`.
+    let ipv6 = host.strip_prefix('[').filter(|rest| {
+        let inside = rest.split(']').next().unwrap_or(rest);
+        inside.contains(':')
+            && inside
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || ":.".contains(c))
+    });
+    let hostname = if let Some(rest) = ipv6 {
         // IPv6 literal: one label, compared as a glob.
         let Some((_, port)) = rest.split_once(']') else {
             return Err("has an unclosed '[' in an IPv6 address".into());
@@ -790,7 +891,7 @@ fn check_registry_pattern(pattern: &str) -> Result<(), String> {
         }
         Glob::compile(label).map_err(|why| format!("bad glob in host label {label:?}: {why}"))?;
     }
-    if hostname.is_empty() && !host.starts_with('[') {
+    if hostname.is_empty() && ipv6.is_none() {
         return Err("has no registry host".into());
     }
     if let Some(c) = path.chars().find(|c| c.is_ascii_uppercase()) {
@@ -806,7 +907,52 @@ fn check_registry_pattern(pattern: &str) -> Result<(), String> {
             "{c:?} in the path never matches (globs work only in the host; the path is a plain prefix)"
         ));
     }
-    Ok(())
+    docker_hub_spelling(pattern, host, path)
+}
+
+/// Patterns that are well formed but spell Docker Hub, or a Docker Hub repository, in a way
+/// normalized images never carry. The normalization is the image parser's own: a pattern's
+/// host is a registry exactly when `host/x` parses to an image on that registry.
+fn docker_hub_spelling(pattern: &str, host: &str, path: &str) -> Result<Option<String>, String> {
+    if DOCKER_HUB_API_HOSTS.contains(&host) {
+        return Ok(Some(format!(
+            "matches only images written with the host {host}; Docker Hub images are normalized to docker.io, so write \"docker.io{path}\" to match them"
+        )));
+    }
+    let Ok(probe) = ImageRef::parse(&format!("{host}/x")) else {
+        // Globs and other characters no image name has: not a Docker Hub spelling.
+        return Ok(None);
+    };
+    if probe.registry == host {
+        return Ok(None);
+    }
+    let suggestion = if host.contains(['.', ':']) {
+        // A legacy spelling of the registry itself (`index.docker.io`).
+        format!("{}{path}", probe.registry)
+    } else {
+        let trimmed = pattern.trim_end_matches('/');
+        let slash = if trimmed.len() < pattern.len() {
+            "/"
+        } else {
+            ""
+        };
+        match ImageRef::parse(trimmed) {
+            // `acme/` is the prefix of the `acme` organisation, not the official image `acme`.
+            Ok(_) if !slash.is_empty() && !trimmed.contains('/') => {
+                format!("{}/{pattern}", probe.registry)
+            }
+            Ok(image) => format!("{}{slash}", image.lookup_target()),
+            Err(_) => format!("{}/{pattern}", probe.registry),
+        }
+    };
+    let why = if host.contains(['.', ':']) {
+        format!("images on {host} are normalized to {}", probe.registry)
+    } else {
+        format!(
+            "{host:?} is not a registry host (a first component without '.', ':' or \"localhost\" is a Docker Hub repository), so no normalized image starts with it"
+        )
+    };
+    Err(format!("never matches: {why}; write {suggestion:?}"))
 }
 
 fn check_port(port: &str, absent_ok: bool) -> Result<(), String> {
@@ -827,6 +973,15 @@ struct NamespaceFilter {
     include: Vec<Glob>,
     exclude: Vec<Glob>,
     selector: Option<Selector>,
+}
+
+/// Which condition of a rule's `namespaces` keeps it out of a namespace. Borrowed, so the
+/// admission path decides without allocating; words only when `explain` asks.
+enum NotApplied<'a> {
+    IncludeMiss(&'a [Glob]),
+    ExcludeHit(&'a Glob),
+    SelectorMiss(&'a Selector),
+    LabelsUnknown,
 }
 
 impl NamespaceFilter {
@@ -854,6 +1009,71 @@ impl NamespaceFilter {
             (Some(_), Some(_)) => NamespaceVerdict::Excluded,
         }
     }
+
+    /// Which condition [`NamespaceFilter::verdict`] fails on, for `explain`: the same checks
+    /// in the same order (include, exclude, selector), naming the pattern or selector.
+    fn why_not(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<NotApplied<'_>> {
+        if !self.include.is_empty() && !self.include.iter().any(|g| g.matches(namespace)) {
+            return Some(NotApplied::IncludeMiss(&self.include));
+        }
+        if let Some(hit) = self.exclude.iter().find(|g| g.matches(namespace)) {
+            return Some(NotApplied::ExcludeHit(hit));
+        }
+        match (self.selector_verdict(labels), &self.selector) {
+            (NamespaceVerdict::Applies, _) => None,
+            (NamespaceVerdict::LabelsUnknown, _) => Some(NotApplied::LabelsUnknown),
+            (NamespaceVerdict::Excluded, Some(selector)) => {
+                Some(NotApplied::SelectorMiss(selector))
+            }
+            (NamespaceVerdict::Excluded, None) => None,
+        }
+    }
+}
+
+impl NotApplied<'_> {
+    fn describe(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> String {
+        let quoted = |globs: &mut dyn Iterator<Item = &Glob>| {
+            globs
+                .map(|g| format!("{:?}", g.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            NotApplied::IncludeMiss(include) => format!(
+                "namespace {namespace:?} matches none of namespaces.include [{}]",
+                quoted(&mut include.iter())
+            ),
+            NotApplied::ExcludeHit(glob) => format!(
+                "namespace {namespace:?} matches namespaces.exclude pattern {:?}",
+                glob.as_str()
+            ),
+            NotApplied::LabelsUnknown => format!(
+                "the selector needs the labels of namespace {namespace:?}, which are not known"
+            ),
+            NotApplied::SelectorMiss(selector) => {
+                let labels = labels.cloned().unwrap_or_default();
+                let given: Vec<String> = labels
+                    .iter()
+                    // The apiserver sets this one on every namespace; it is not news.
+                    .filter(|(k, _)| k.as_str() != "kubernetes.io/metadata.name")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!(
+                    "the selector needs namespace labels {} (namespace {namespace:?} has {})",
+                    selector.unmet(&labels).join(", "),
+                    if given.is_empty() {
+                        "none".to_string()
+                    } else {
+                        given.join(",")
+                    }
+                )
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -871,6 +1091,36 @@ enum Operator {
 }
 
 impl Selector {
+    /// The requirements `labels` do not meet, in kubectl's selector syntax.
+    fn unmet(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        let list = |values: &BTreeSet<String>| values.iter().cloned().collect::<Vec<_>>().join(",");
+        let mut out: Vec<String> = self
+            .match_labels
+            .iter()
+            .filter(|(k, v)| labels.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for (key, op) in &self.expressions {
+            let value = labels.get(key);
+            let (met, text) = match op {
+                Operator::In(values) => (
+                    value.is_some_and(|v| values.contains(v)),
+                    format!("{key} in ({})", list(values)),
+                ),
+                Operator::NotIn(values) => (
+                    value.is_none_or(|v| !values.contains(v)),
+                    format!("{key} notin ({})", list(values)),
+                ),
+                Operator::Exists => (value.is_some(), key.clone()),
+                Operator::DoesNotExist => (value.is_none(), format!("!{key}")),
+            };
+            if !met {
+                out.push(text);
+            }
+        }
+        out
+    }
+
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.match_labels
             .iter()
@@ -1087,7 +1337,7 @@ rules:
             "[::1]:5000",
             "reg[0-9].io/a_b",
         ] {
-            assert_eq!(check_registry_pattern(ok), Ok(()), "{ok}");
+            assert_eq!(check_registry_pattern(ok), Ok(None), "{ok}");
         }
         for bad in [
             "",

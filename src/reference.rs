@@ -9,14 +9,21 @@ use thiserror::Error;
 /// Docker Hub's domain after normalization (`nginx` is `docker.io/library/nginx`).
 pub(crate) const DEFAULT_DOMAIN: &str = "docker.io";
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
-/// Host names people write for Docker Hub in registry keys. Hub images normalize to
-/// [`DEFAULT_DOMAIN`], so none of these matches them directly; `index.docker.io` alone is
-/// reached, through the kubelet's Docker Hub fallback.
-pub(crate) const DOCKER_HUB_HOSTS: [&str; 4] = [
+/// Hosts of Docker Hub's registry API that images are never written with: the kubelet
+/// normalizes Docker Hub images to [`DEFAULT_DOMAIN`], so patterns and keys on these hosts
+/// only match images that spell the host out.
+pub(crate) const DOCKER_HUB_API_HOSTS: [&str; 3] = [
     "registry-1.docker.io",
     "registry.hub.docker.com",
     "hub.docker.com",
-    "index.docker.io",
+];
+/// Every host name people write for Docker Hub in registry keys: the API hosts above, and
+/// `index.docker.io`, which alone is reached, through the kubelet's Docker Hub fallback.
+pub(crate) const DOCKER_HUB_HOSTS: [&str; 4] = [
+    DOCKER_HUB_API_HOSTS[0],
+    DOCKER_HUB_API_HOSTS[1],
+    DOCKER_HUB_API_HOSTS[2],
+    LEGACY_DEFAULT_DOMAIN,
 ];
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 const LOCALHOST: &str = "localhost";

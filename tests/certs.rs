@@ -139,3 +139,83 @@ fn certs_rejects_names_that_are_not_dns_labels() {
     );
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn certs_never_replaces_an_existing_ca_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(certs("psi", "infra", &[], &out).status.success());
+    let ca = std::fs::read(out.join("ca.crt")).unwrap();
+    let key = std::fs::read(out.join("tls.key")).unwrap();
+
+    let again = certs("psi", "infra", &[], &out);
+    assert_eq!(again.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains(out.join("ca.crt").to_str().unwrap()) && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("ca.crt")).unwrap(),
+        ca,
+        "CA untouched"
+    );
+    assert_eq!(
+        std::fs::read(out.join("tls.key")).unwrap(),
+        key,
+        "key untouched"
+    );
+
+    let forced = certs("psi", "infra", &["--force"], &out);
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read(out.join("ca.crt")).unwrap(), ca);
+}
+
+#[test]
+fn certs_takes_the_cluster_domain_and_prints_a_portable_ca_bundle_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = certs("psi", "infra", &["--cluster-domain", "corp.example"], &out);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    // GNU and BSD/macOS base64 both read stdin and both take no -w0 in common.
+    assert!(
+        stdout.contains(&format!(
+            "base64 < {} | tr -d '\\n'",
+            out.join("ca.crt").display()
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("-w0"), "{stdout}");
+
+    let ca = std::fs::read(out.join("ca.crt")).unwrap();
+    let leaf =
+        CertificateDer::from_pem_slice(&std::fs::read(out.join("tls.crt")).unwrap()).unwrap();
+    let verifier = verifier(&ca);
+    let verify = |name: &str| {
+        verifier
+            .verify_server_cert(
+                &leaf,
+                &[],
+                &ServerName::try_from(name).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .is_ok()
+    };
+    assert!(verify("psi.infra.svc.corp.example"));
+    assert!(verify("psi.infra.svc"));
+    assert!(!verify("psi.infra.svc.cluster.local"));
+
+    let bad = certs(
+        "psi",
+        "infra",
+        &["--cluster-domain", "Not A Domain"],
+        &dir.path().join("x"),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}

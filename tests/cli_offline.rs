@@ -96,6 +96,11 @@ fn explain_json_has_exactly_the_documented_keys() {
             "lookupTarget": "registry.gitlab.com/acme/mirror/app",
             "rules": ["gitlab", "gitlab-mirror"],
             "secrets": ["gitlab-deploy-token"],
+            "notApplied": [
+                {"rule": "ecr", "reason": "none of its registries (*.dkr.ecr.*.amazonaws.com) matches registry.gitlab.com/acme/mirror/app"},
+                {"rule": "ghcr", "reason": "none of its registries (ghcr.io/acme) matches registry.gitlab.com/acme/mirror/app"},
+                {"rule": "quay", "reason": "none of its registries (quay.io) matches registry.gitlab.com/acme/mirror/app"},
+            ],
             "serviceAccounts": [],
         })
     );
@@ -138,7 +143,7 @@ fn explain_of_an_invalid_image_is_an_answer_not_an_error() {
     assert_eq!(v["valid"], false);
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     assert_eq!(v["registry"], Value::Null);
-    assert_eq!(v.as_object().unwrap().len(), 11);
+    assert_eq!(v.as_object().unwrap().len(), 12);
 
     let text = cli::run(&["explain", "--image", "nginx"], b"");
     assert_eq!(text.status.code(), Some(0));

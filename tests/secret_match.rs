@@ -106,7 +106,8 @@ fn json_output_has_exactly_the_documented_fields() {
         got,
         json!({"image": "nginx:1.27", "lookupTarget": "docker.io/library/nginx", "found": true,
             "viaDockerHubFallback": true,
-            "matches": [{"key": "https://index.docker.io/v1/", "indexKey": "index.docker.io", "username": "hub"}]})
+            "matches": [{"key": "https://index.docker.io/v1/", "indexKey": "index.docker.io", "username": "hub",
+                "source": "Secret default/s0"}]})
     );
 }
 

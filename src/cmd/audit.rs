@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::ListParams;
 use thiserror::Error;
 
-use crate::cli::{AuditArgs, DEFAULT_WEBHOOK_NAMESPACE, TextOrJson};
+use crate::cli::{AuditArgs, DEFAULT_WEBHOOK_NAMESPACE, OutputFormat};
 use crate::dockerconfig::{Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::policy::Policy;
 
@@ -26,7 +26,7 @@ const LIST_PAGE: u32 = 500;
 
 #[derive(Debug, Error)]
 pub enum AuditError {
-    #[error("cannot connect to the cluster: {0}")]
+    #[error("{0}")]
     Connect(String),
     #[error("cannot {what}: {message}")]
     Api { what: String, message: String },
@@ -41,7 +41,7 @@ pub enum AuditError {
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let client = kube::Client::try_default()
+    let client = crate::kubeconfig::connect(&args.cluster)
         .await
         .map_err(|e| AuditError::Connect(e.to_string()))?;
     let policy = load_policy(&args, &client).await?;
@@ -50,11 +50,13 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         std::env::var("POD_NAMESPACE").unwrap_or_else(|_| DEFAULT_WEBHOOK_NAMESPACE.to_string());
     let report = audit(&facts, policy.as_ref(), &webhook_ns);
     match args.output {
-        TextOrJson::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => anyhow::bail!("cannot encode the report: {e}"),
-        },
-        TextOrJson::Text => print_text(&report),
+        OutputFormat::Json | OutputFormat::Yaml => {
+            match crate::cmd::output::render(&report, args.output == OutputFormat::Yaml) {
+                Ok(s) => print!("{s}"),
+                Err(e) => anyhow::bail!("cannot encode the report: {e}"),
+            }
+        }
+        OutputFormat::Text => print_text(&report),
     }
     Ok(if report.findings.is_empty() {
         ExitCode::SUCCESS

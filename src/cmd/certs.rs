@@ -21,7 +21,33 @@ pub async fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let names = tls::service_names(&args.service, &args.namespace);
+    if let Err(why) = crate::policy::dns_subdomain(&args.cluster_domain) {
+        anyhow::bail!(
+            "--cluster-domain {:?} is not a DNS name: {why}",
+            args.cluster_domain
+        );
+    }
+    // Never replace a CA silently: the caBundle in the webhook configuration trusts it.
+    let existing: Vec<String> = [tls::CA_FILE, tls::CERT_FILE, tls::KEY_FILE]
+        .iter()
+        .map(|file| args.out.join(file))
+        .filter(|path| path.exists())
+        .map(|path| path.display().to_string())
+        .collect();
+    if !existing.is_empty() && !args.force {
+        anyhow::bail!(
+            "{} already exist{}; pass --force to replace {} (the webhook's caBundle must then be updated too)",
+            existing.join(", "),
+            if existing.len() == 1 { "s" } else { "" },
+            if existing.len() == 1 { "it" } else { "them" }
+        );
+    }
+    let svc = format!("{}.{}.svc", args.service, args.namespace);
+    let mut names: Vec<String> = tls::service_names(&args.service, &args.namespace)
+        .into_iter()
+        .filter(|name| !name.starts_with(&format!("{svc}.")))
+        .collect();
+    names.push(format!("{svc}.{}", args.cluster_domain));
     let generated = tls::generate(&names, args.days)
         .with_context(|| format!("cannot generate certificates for {}", names.join(", ")))?;
     let paths = tls::write(&args.out, &generated)?;
@@ -34,7 +60,8 @@ pub async fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
     );
     println!("private key:         {} (mode 0600)", paths.key.display());
     println!(
-        "webhook caBundle:    base64 -w0 < {}   # for clientConfig.caBundle",
+        // No `-w0`: macOS base64 has no such flag; `tr` makes it one line everywhere.
+        "webhook caBundle:    base64 < {} | tr -d '\\n'   # for clientConfig.caBundle",
         paths.ca.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -4,8 +4,9 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{ExplainArgs, TextOrJson};
+use crate::cli::{ExplainArgs, OutputFormat};
 use crate::cmd::check::require_policy;
+use crate::cmd::output;
 use crate::plan::{self, Namespace, Operation, PodFacts};
 use crate::policy::Policy;
 use crate::reference::ImageRef;
@@ -24,9 +25,17 @@ struct Explanation {
     lookup_target: Option<String>,
     rules: Vec<String>,
     secrets: Vec<String>,
+    /// Every other rule of the policy, with why it gives this image nothing here.
+    not_applied: Vec<NotApplied>,
     /// Matching rules in ServiceAccount mode: the ServiceAccounts of the namespace that list
     /// the secret, so Pods running as them get it even without the webhook.
     service_accounts: Vec<ServiceAccountCoverage>,
+}
+
+#[derive(Debug, Serialize)]
+struct NotApplied {
+    rule: String,
+    reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +69,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         rules: Vec::new(),
         secrets: Vec::new(),
         service_accounts: Vec::new(),
+        not_applied: Vec::new(),
     };
     let mut notes = Vec::new();
     match ImageRef::parse(&args.image) {
@@ -79,8 +89,12 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     }
 
     match args.output {
-        TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&explanation)?),
-        TextOrJson::Text => print_text(&explanation, &notes),
+        OutputFormat::Json | OutputFormat::Yaml => print!(
+            "{}",
+            output::render(&explanation, args.output == OutputFormat::Yaml)
+                .map_err(anyhow::Error::msg)?
+        ),
+        OutputFormat::Text => print_text(&explanation, &notes),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -140,6 +154,29 @@ fn apply_policy(
             service_accounts: r.service_accounts.clone(),
         })
         .collect();
+    // Why each other rule gives nothing: the namespace as a whole, the registries, then the
+    // rule's own namespace filters (the order in which they would have to be fixed).
+    let target = out.lookup_target.clone().unwrap_or_default();
+    let excluded = policy.why_excluded(&args.namespace, &args.webhook_namespace);
+    for rule in policy.rules.iter().filter(|r| !out.rules.contains(&r.name)) {
+        let reason = if let Some(why) = &excluded {
+            why.clone()
+        } else if !rule.matches_target(&target) {
+            format!(
+                "none of its registries ({}) matches {target}",
+                rule.registries.join(", ")
+            )
+        } else if let Some(why) = rule.why_not_in(&args.namespace, Some(&labels)) {
+            why
+        } else {
+            // Matching and admitted, yet not in the plan: say so rather than guess.
+            "not applied by the plan".to_string()
+        };
+        out.not_applied.push(NotApplied {
+            rule: rule.name.clone(),
+            reason,
+        });
+    }
     notes.extend(decision.warnings);
     Ok(notes)
 }
@@ -174,6 +211,9 @@ fn print_text(e: &Explanation, notes: &[String]) {
     };
     println!("rules:          {}", list(&e.rules));
     println!("secrets:        {}", list(&e.secrets));
+    for skipped in &e.not_applied {
+        println!("not applied:    {}: {}", skipped.rule, skipped.reason);
+    }
     for sa in &e.service_accounts {
         let who = if sa.service_accounts.iter().any(|n| n == "*") {
             "every ServiceAccount".to_string()

@@ -5,6 +5,9 @@ pub mod certs;
 pub mod check;
 pub mod diagnose;
 pub mod explain;
+pub mod output;
 pub mod review;
 pub mod secret;
 pub mod serve;
+
+pub use output::error_chain;

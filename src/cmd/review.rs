@@ -12,23 +12,30 @@ use sha2::{Digest, Sha256};
 use crate::admission;
 use crate::cli::{ReviewArgs, ReviewOutput};
 use crate::cmd::check::require_policy;
+use crate::cmd::output;
 use crate::state::{AppState, StaticNamespaces};
 
 /// `review`: answers an AdmissionReview (or a bare Pod, as a CREATE) exactly as `serve`
 /// would, without a cluster. Exit 0 with the answer on stdout; 1 when the input cannot be
 /// reviewed; 2 for usage or policy errors.
 pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
+    if args.policy.as_os_str() == "-" && args.input == "-" {
+        anyhow::bail!(
+            "--policy - and the input both read stdin; give the AdmissionReview or Pod as a file"
+        );
+    }
     let policy = match require_policy(&args.policy)? {
         Ok(policy) => policy,
         Err(code) => return Ok(code),
     };
     let input = read_input(&args.input)?;
-    let body = match review_body(&input, &args.namespace) {
+    let body = match review_body(&input, args.namespace.as_deref()) {
         Ok(body) => body,
-        Err(message) => {
+        Err(Refusal::Input(message)) => {
             eprintln!("error: {message}");
             return Ok(ExitCode::from(1));
         }
+        Err(Refusal::Usage(message)) => anyhow::bail!(message),
     };
 
     // Offline, the namespace under review has exactly the labels given on the command line,
@@ -40,7 +47,7 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| args.namespace.clone());
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let mut labels = args.namespace_labels.clone();
     labels
         .entry("kubernetes.io/metadata.name".to_string())
@@ -58,21 +65,37 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    let patched = args.patched || args.output == ReviewOutput::Patched;
+    let yaml = args.output == ReviewOutput::Yaml;
     let mut stdout = std::io::stdout().lock();
-    match args.output {
-        // Exactly the bytes `serve` sends, without a trailing newline.
-        ReviewOutput::Response => stdout.write_all(&answer.body)?,
-        ReviewOutput::Patched => {
-            let object = match patched_object(&body, &answer.body) {
-                Ok(object) => object,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
+    if patched {
+        let object = match patched_object(&body, &answer.body) {
+            Ok(object) => object,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        if yaml {
+            stdout.write_all(
+                output::render(&object, true)
+                    .map_err(anyhow::Error::msg)?
+                    .as_bytes(),
+            )?;
+        } else {
             serde_json::to_writer_pretty(&mut stdout, &object)?;
             writeln!(stdout)?;
         }
+    } else if yaml {
+        let response: Value = serde_json::from_slice(&answer.body)?;
+        stdout.write_all(
+            output::render(&response, true)
+                .map_err(anyhow::Error::msg)?
+                .as_bytes(),
+        )?;
+    } else {
+        // Exactly the bytes `serve` sends, without a trailing newline.
+        stdout.write_all(&answer.body)?;
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
@@ -147,21 +170,60 @@ fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The namespace of a bare Pod that names none and is given none, as kubectl.
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// Why an input is not reviewed: bad input (exit 1) or contradicting flags (exit 2).
+enum Refusal {
+    Input(String),
+    Usage(String),
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Refusal::Input(message)
+    }
+}
+
 /// The AdmissionReview JSON to answer: the input itself when it is one, else the bare Pod
-/// wrapped as a CREATE in `namespace` with a uid derived from the input.
-fn review_body(input: &[u8], namespace: &str) -> Result<Vec<u8>, String> {
+/// wrapped as a CREATE in its namespace (`metadata.namespace`, else `--namespace`, else
+/// `default`) with a uid derived from the input. A `--namespace` that contradicts the
+/// object's own is refused, as kubectl refuses it.
+fn review_body(input: &[u8], flag_namespace: Option<&str>) -> Result<Vec<u8>, Refusal> {
     let text = std::str::from_utf8(input).map_err(|_| "input is not UTF-8".to_string())?;
     let (value, is_json) = match serde_json::from_str::<Value>(text) {
         Ok(v) => (v, true),
         Err(json_err) => match serde_saphyr::from_str::<Value>(text) {
             Ok(v) => (v, false),
-            Err(_) => return Err(format!("input is neither JSON nor YAML: {json_err}")),
+            Err(_) => return Err(format!("input is neither JSON nor YAML: {json_err}").into()),
         },
     };
+    let conflict = |own: &str, what: &str| match flag_namespace {
+        Some(flag) if flag != own => Err(Refusal::Usage(format!(
+            "the namespace of the {what} ({own:?}) does not match --namespace {flag:?}; drop --namespace or pass --namespace {own}"
+        ))),
+        _ => Ok(()),
+    };
     match value.get("kind").and_then(Value::as_str) {
-        Some("AdmissionReview") if is_json => Ok(input.to_vec()),
-        Some("AdmissionReview") => serde_json::to_vec(&value).map_err(|e| e.to_string()),
+        Some("AdmissionReview") => {
+            if let Some(own) = value.pointer("/request/namespace").and_then(Value::as_str) {
+                conflict(own, "AdmissionReview request")?;
+            }
+            if is_json {
+                Ok(input.to_vec())
+            } else {
+                Ok(serde_json::to_vec(&value).map_err(|e| e.to_string())?)
+            }
+        }
         Some("Pod") => {
+            let own = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|ns| !ns.is_empty());
+            if let Some(own) = own {
+                conflict(own, "Pod")?;
+            }
+            let namespace = own.or(flag_namespace).unwrap_or(DEFAULT_NAMESPACE);
             let name = value
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
@@ -194,11 +256,13 @@ fn review_body(input: &[u8], namespace: &str) -> Result<Vec<u8>, String> {
                     "dryRun": false,
                 }
             });
-            serde_json::to_vec(&review).map_err(|e| e.to_string())
+            Ok(serde_json::to_vec(&review).map_err(|e| e.to_string())?)
         }
-        Some(other) => Err(format!(
-            "input is a {other}, expected an AdmissionReview or a Pod"
-        )),
-        None => Err("input has no kind; expected an AdmissionReview or a Pod".into()),
+        Some(other) => {
+            Err(format!("input is a {other}, expected an AdmissionReview or a Pod").into())
+        }
+        None => Err("input has no kind; expected an AdmissionReview or a Pod"
+            .to_string()
+            .into()),
     }
 }

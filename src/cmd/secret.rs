@@ -13,14 +13,15 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::cli::{
-    SecretCommand, SecretCreateArgs, SecretLintArgs, SecretMatchArgs, SecretType, SecretVerifyArgs,
-    TextOrJson, YamlOrJson,
+    OutputFormat, SecretCommand, SecretCreateArgs, SecretLintArgs, SecretMatchArgs, SecretType,
+    SecretVerifyArgs, YamlOrJson,
 };
+use crate::cmd::output;
 use crate::dockerconfig::{
     self, BrokenConfig, Document, Format, NewEntry, Severity, SourcedCredential, display_key,
 };
 use crate::keyring::{self, Keyring};
-use crate::reference::{DOCKER_HUB_HOSTS, ImageRef};
+use crate::reference::{DOCKER_HUB_API_HOSTS, ImageRef};
 use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target};
 
 #[derive(Debug, Error)]
@@ -85,8 +86,13 @@ fn read_documents(input: &str) -> Result<Vec<Document>, SecretError> {
 }
 
 fn print_json(value: &impl Serialize) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+    print_structured(value, false);
+}
+
+/// `-o json` or `-o yaml`: the same document.
+fn print_structured(value: &impl Serialize, yaml: bool) {
+    match output::render(value, yaml) {
+        Ok(s) => print!("{s}"),
         Err(e) => eprintln!("error: cannot encode the output: {e}"),
     }
 }
@@ -105,11 +111,12 @@ fn create(args: SecretCreateArgs) -> Result<ExitCode, SecretError> {
     };
     let entries = match &args.from_docker_config {
         Some(path) => {
-            let text = std::fs::read(path).map_err(|problem| SecretError::Read {
-                origin: path.display().to_string(),
+            let origin = output::origin(path);
+            let text = output::read_bytes(path).map_err(|problem| SecretError::Read {
+                origin: origin.clone(),
                 problem,
             })?;
-            entries_from_docker_config(&text, args.server.as_deref(), &path.display().to_string())?
+            entries_from_docker_config(&text, args.server.as_deref(), &origin)?
         }
         None => vec![entry_from_flags(&args)?],
     };
@@ -192,7 +199,7 @@ fn check_server(server: &str) -> Result<(), SecretError> {
         )));
     };
     let host = index.split('/').next().unwrap_or(&index);
-    if (host != dockerconfig::DOCKER_HUB_FALLBACK_INDEX_KEY && DOCKER_HUB_HOSTS.contains(&host))
+    if DOCKER_HUB_API_HOSTS.contains(&host)
         || (host.contains('*') && keyring::urls_match(host, "registry-1.docker.io"))
     {
         return Err(SecretError::Usage(format!(
@@ -259,8 +266,9 @@ fn entries_from_docker_config(
             if found.is_empty() {
                 let message = match helper_for(server) {
                     Some(h) => format!(
-                        "{origin}: the credentials for {} live in the credential helper docker-credential-{h}, not in the file; run `docker-credential-{h} get` or log in with a config that stores them (\"credsStore\": \"\")",
-                        display_key(server)
+                        "{origin}: the credentials for {} live in the credential helper docker-credential-{h}, not in the file; {}",
+                        display_key(server),
+                        helper_hint(&h, server)
                     ),
                     None => format!(
                         "{origin}: no entry in `auths` matches {} (keys: {})",
@@ -279,11 +287,24 @@ fn entries_from_docker_config(
         }
     };
     if selected.is_empty() {
-        let message = match &config.creds_store {
-            Some(h) => format!(
-                "{origin}: `auths` is empty; the credentials live in the credential helper docker-credential-{h}"
+        let message = match (&config.creds_store, config.cred_helpers.as_slice()) {
+            (_, [(registry, helper), ..]) => {
+                let all: Vec<String> = config
+                    .cred_helpers
+                    .iter()
+                    .map(|(r, h)| format!("{} -> docker-credential-{h}", display_key(r)))
+                    .collect();
+                format!(
+                    "{origin}: `auths` is empty: the credentials live in credential helpers ({}), not in the file; {}",
+                    all.join(", "),
+                    helper_hint(helper, registry)
+                )
+            }
+            (Some(h), []) => format!(
+                "{origin}: `auths` is empty: the credentials live in the credential helper docker-credential-{h}, not in the file; {}",
+                helper_hint(h, "<registry>")
             ),
-            None => format!("{origin}: `auths` is empty"),
+            (None, []) => format!("{origin}: `auths` is empty"),
         };
         return Err(SecretError::Usage(message));
     }
@@ -298,8 +319,9 @@ fn entries_from_docker_config(
                 )
             } else if let Some(h) = helper_for(&e.key) {
                 format!(
-                    "the credentials for {} live in the credential helper docker-credential-{h}, not in the file",
-                    display_key(&e.key)
+                    "the credentials for {} live in the credential helper docker-credential-{h}, not in the file; {}",
+                    display_key(&e.key),
+                    helper_hint(&h, &e.key)
                 )
             } else {
                 format!("the entry for {} has no credentials", display_key(&e.key))
@@ -325,6 +347,35 @@ fn entries_from_docker_config(
         )));
     }
     Ok(out)
+}
+
+/// How to get a password the kubelet can use when a docker config keeps it in a helper:
+/// the registry's own token command where the helper names one, the helper itself otherwise.
+fn helper_hint(helper: &str, registry: &str) -> String {
+    let registry = display_key(registry);
+    let create = |user: &str| {
+        format!(
+            "pullsecret-injector secret create NAME --server {registry} --username {user} --password-stdin"
+        )
+    };
+    match helper {
+        "ecr-login" => format!(
+            "make a Secret from a token instead: `aws ecr get-login-password | {}` (ECR tokens last 12 hours; a tokenSources entry keeps one fresh)",
+            create("AWS")
+        ),
+        "gcloud" | "gcr" => format!(
+            "make a Secret from a token instead: `gcloud auth print-access-token | {}` (the token lasts about an hour; a service account key with --username _json_key lasts)",
+            create("oauth2accesstoken")
+        ),
+        "acr-env" | "acr" => format!(
+            "make a Secret from a token instead: `az acr login --name <registry> --expose-token --output tsv --query accessToken | {}`",
+            create("00000000-0000-0000-0000-000000000000")
+        ),
+        _ => format!(
+            "read them with `echo {registry} | docker-credential-{helper} get` (JSON with Username and Secret) and pass the Secret to `{}`",
+            create("<Username>")
+        ),
+    }
 }
 
 fn check_name(name: &str, what: &str) -> Result<(), SecretError> {
@@ -376,12 +427,15 @@ fn lint(args: SecretLintArgs) -> Result<ExitCode, SecretError> {
         })
         .collect();
     match args.output {
-        TextOrJson::Json => print_json(&json!({
-            "checked": checked,
-            "skipped": skipped,
-            "findings": findings,
-        })),
-        TextOrJson::Text => {
+        OutputFormat::Json | OutputFormat::Yaml => print_structured(
+            &json!({
+                "checked": checked,
+                "skipped": skipped,
+                "findings": findings,
+            }),
+            args.output == OutputFormat::Yaml,
+        ),
+        OutputFormat::Text => {
             for f in &findings {
                 let sev = match f.severity {
                     Severity::Error => "error",
@@ -446,6 +500,8 @@ struct MatchEntryJson<'a> {
     key: String,
     index_key: &'a str,
     username: &'a str,
+    /// The Secret (or file) the credential comes from.
+    source: &'a str,
 }
 
 fn match_image(args: SecretMatchArgs) -> Result<ExitCode, SecretError> {
@@ -454,22 +510,26 @@ fn match_image(args: SecretMatchArgs) -> Result<ExitCode, SecretError> {
     let lookup = ring.lookup(&target);
     let found = !lookup.matches.is_empty();
     match args.output {
-        TextOrJson::Json => print_json(&MatchJson {
-            image: &args.image,
-            lookup_target: &target,
-            found,
-            via_docker_hub_fallback: lookup.via_docker_hub_fallback,
-            matches: lookup
-                .matches
-                .iter()
-                .map(|e| MatchEntryJson {
-                    key: display_key(&e.key),
-                    index_key: &e.index_key,
-                    username: &e.credential.credential.username,
-                })
-                .collect(),
-        }),
-        TextOrJson::Text => {
+        OutputFormat::Json | OutputFormat::Yaml => print_structured(
+            &MatchJson {
+                image: &args.image,
+                lookup_target: &target,
+                found,
+                via_docker_hub_fallback: lookup.via_docker_hub_fallback,
+                matches: lookup
+                    .matches
+                    .iter()
+                    .map(|e| MatchEntryJson {
+                        key: display_key(&e.key),
+                        index_key: &e.index_key,
+                        username: &e.credential.credential.username,
+                        source: &e.credential.source,
+                    })
+                    .collect(),
+            },
+            args.output == OutputFormat::Yaml,
+        ),
+        OutputFormat::Text => {
             println!("image {} -> lookup target {target}", args.image);
             if !found {
                 println!(
@@ -588,14 +648,17 @@ async fn verify(args: SecretVerifyArgs) -> Result<ExitCode, SecretError> {
         }
     }
     match args.output {
-        TextOrJson::Json => print_json(&json!({
-            "image": args.image,
-            "lookupTarget": lookup,
-            "registryHost": target.host,
-            "authenticated": ok,
-            "attempts": attempts,
-        })),
-        TextOrJson::Text => {
+        OutputFormat::Json | OutputFormat::Yaml => print_structured(
+            &json!({
+                "image": args.image,
+                "lookupTarget": lookup,
+                "registryHost": target.host,
+                "authenticated": ok,
+                "attempts": attempts,
+            }),
+            args.output == OutputFormat::Yaml,
+        ),
+        OutputFormat::Text => {
             println!(
                 "image {} -> {}/{} at {}",
                 args.image, target.host, target.repository, target.reference

@@ -48,7 +48,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         policy_configmap: args.policy_configmap.clone(),
         prune_grace: (!args.no_prune).then_some(args.prune_grace),
     };
-    let cluster = connect_cluster(args.no_cluster, wiring).await?;
+    let cluster = connect_cluster(args.no_cluster, &args.cluster, wiring).await?;
     let cluster: Option<ClusterParts> = match cluster {
         Ok(parts) => {
             tracing::info!(
@@ -221,18 +221,19 @@ pub struct ClusterParts {
 /// An `Err` of the outer result is a start-up failure.
 async fn connect_cluster(
     no_cluster: bool,
+    cluster_args: &crate::cli::ClusterArgs,
     wiring: ClusterWiring,
 ) -> anyhow::Result<Result<ClusterParts, String>> {
     if no_cluster {
         return Ok(Err("--no-cluster was given".to_string()));
     }
-    let config = match kube::Config::infer().await {
+    let config = match crate::kubeconfig::config(cluster_args).await {
         Ok(config) => config,
-        Err(e) => {
-            return Ok(Err(format!(
-                "no in-cluster config or kubeconfig found ({e})"
-            )));
+        // Asked for by name: a broken choice is a start-up failure, not a quiet fallback.
+        Err(e) if cluster_args.kubeconfig.is_some() || cluster_args.context.is_some() => {
+            return Err(e.into());
         }
+        Err(e) => return Ok(Err(e.to_string())),
     };
     let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
     Ok(Ok(start_cluster_side(client, wiring).await?))

@@ -364,6 +364,9 @@ fn lint_entry(
     if let Some(message) = hub_pitfall(&index) {
         push(Severity::Warning, "docker-hub-key", key, message);
     }
+    if let Some(message) = port_pitfall(&index) {
+        push(Severity::Warning, "key-with-port", key, message);
+    }
     let facts = &entry.facts;
     if entry.credential.is_empty() {
         if !facts.token_fields.is_empty() {
@@ -425,6 +428,31 @@ fn lint_entry(
             format!("`{field}` is given more than once: the kubelet uses the last one"),
         );
     }
+}
+
+/// The kubelet compares ports exactly: a key with a port is used only for images that spell
+/// the same port. Only the default ports are a pitfall: an image without a port is pulled
+/// from 443 (or 80), so `host:443` looks right and never matches it, while a key on any other
+/// port serves the only images that can reach that registry (`127.0.0.1:5000/app`).
+fn port_pitfall(index: &str) -> Option<String> {
+    let host = index.split('/').next().unwrap_or(index);
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (address, after) = rest.split_once(']')?;
+            (format!("[{address}]"), after.strip_prefix(':')?)
+        }
+        None => {
+            let (name, port) = host.rsplit_once(':')?;
+            (name.to_string(), port)
+        }
+    };
+    if port != "443" && port != "80" {
+        return None;
+    }
+    let path = index[host.len()..].trim_end_matches('/');
+    Some(format!(
+        "index key `{index}` has port {port}: the kubelet uses it only for images that name that port ({host}{path}/app), never for {name}{path}/app"
+    ))
 }
 
 /// Keys that look like Docker Hub but never match its images (also `diagnose`'s near miss).

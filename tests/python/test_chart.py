@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import subprocess
 
 import helm_python as helm
 import pytest
@@ -81,13 +82,31 @@ SEVERAL_SECRETS_POLICY = {
     ],
 }
 
+# The example the chart's values.yaml carries commented out (its default is no rules), and
+# the policy deploy/RBAC.md is written for.
+EXAMPLE_POLICY = {
+    "sourceNamespace": "registry-credentials",
+    "excludeNamespaces": ["kube-system", "kube-public", "kube-node-lease"],
+    "rules": [
+        {
+            "name": "gitlab",
+            "registries": ["registry.gitlab.com/acme/"],
+            "secret": "gitlab-deploy-token",
+            "namespaces": {"include": ["team-*"], "exclude": ["team-sandbox"]},
+        },
+        {"name": "ecr", "registries": ["*.dkr.ecr.*.amazonaws.com"], "secret": "ecr-pull"},
+    ],
+}
+EXAMPLE = {"policy": {"spec": EXAMPLE_POLICY}}
+
 VALUE_SETS = {
-    "defaults": {},
-    "cert-manager": {"tls": {"mode": "certManager"}},
+    "example-policy": EXAMPLE,
+    "cert-manager": {**EXAMPLE, "tls": {"mode": "certManager"}},
     "cert-manager-cluster-issuer": {
+        **EXAMPLE,
         "tls": {"mode": "certManager", "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}}}
     },
-    "existing-secret": {"tls": {"mode": "existingSecret", "existingSecret": {"name": "webhook-serving", "caBundle": CA_PEM.decode()}}},
+    "existing-secret": {**EXAMPLE, "tls": {"mode": "existingSecret", "existingSecret": {"name": "webhook-serving", "caBundle": CA_PEM.decode()}}},
     "existing-configmap": {
         "policy": {"create": False, "configMapName": "registry-policy", "secretNames": ["harbor-pull", "ecr-pull"]}
     },
@@ -108,7 +127,7 @@ VALUE_SETS = {
         },
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     },
-    "audit-role": {"audit": {"clusterRole": {"create": True}}},
+    "audit-role": {**EXAMPLE, "audit": {"clusterRole": {"create": True}}},
 }
 
 
@@ -168,7 +187,7 @@ def test_install_is_safe(rendered, name):
 
 
 def test_defaults(rendered):
-    objects, _ = rendered["defaults"]
+    objects, _ = rendered["example-policy"]
     names = check_install(objects, NAMESPACE)
     hook = names["webhook"]
     assert hook["timeoutSeconds"] == 3
@@ -190,7 +209,7 @@ def decode_cert(b64_pem: str) -> x509.Certificate:
 
 
 def test_generated_certificate_is_valid_for_the_service_and_matches_the_ca_bundle(rendered):
-    objects, _ = rendered["defaults"]
+    objects, _ = rendered["example-policy"]
     names = check_install(objects, NAMESPACE)
     secret = one(objects, "Secret", names["tls_secret"])
     assert secret["type"] == "kubernetes.io/tls"
@@ -284,13 +303,13 @@ def test_network_policy_defaults_open_the_webhook_port_only(chart):
 
 
 def test_rendered_policy_configmap_passes_check(rendered, binary, tmp_path):
-    for name in ("defaults", "several-secrets"):
+    for name in ("example-policy", "several-secrets"):
         objects, _ = rendered[name]
         names = check_install(objects, NAMESPACE)
         configmap = one(objects, "ConfigMap", names["policy_configmap"])
         assert set(configmap["data"]) == {"policy.yaml"}
         text = configmap["data"]["policy.yaml"]
-        expected = VALUE_SETS[name].get("policy", {}).get("spec") or chart_default_policy()
+        expected = VALUE_SETS[name]["policy"]["spec"]
         assert yaml.safe_load(text) == expected
         result = run_check(binary, text, tmp_path)
         assert result.returncode == 0, f"{name}: check failed: {result.stdout}{result.stderr}"
@@ -307,8 +326,45 @@ def chart_default_policy() -> dict:
         return loaded.values["policy"]["spec"]
 
 
+def test_bare_install_injects_nothing_and_may_read_no_secret(chart, binary, tmp_path):
+    """`helm install` without values: an empty policy, no Secret access, and NOTES that say so."""
+    assert chart_default_policy()["rules"] == []
+    report = helm.lint(CHART, {}, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+    assert not [m for m in report["messages"] if m["severity"] >= 2] and not report["errors"]
+    for values in ({}, {"audit": {"clusterRole": {"create": True}}}):
+        objects, notes = render(chart, values)
+        validate_objects(objects)
+        # No rule may touch Secrets: an empty resourceNames would mean every Secret.
+        for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
+            for rule in role["rules"]:
+                if "secrets" in rule["resources"]:
+                    assert role["metadata"]["name"] == AUDIT_ROLE and rule["verbs"] == ["list"], rule
+                assert rule.get("resourceNames", ["x"]), f"empty resourceNames: {rule}"
+        configmap = one(objects, "ConfigMap", POLICY_CONFIGMAP)
+        policy = yaml.safe_load(configmap["data"]["policy.yaml"])
+        assert policy["rules"] == []
+        result = run_check(binary, configmap["data"]["policy.yaml"], tmp_path)
+        assert result.returncode == 0 and "nothing is injected" in result.stdout, result.stdout + result.stderr
+        assert "NOTHING IS INJECTED YET" in notes and "policy.spec.rules" in notes
+    # With rules, the NOTES do not say it.
+    _, notes = render(chart, EXAMPLE)
+    assert "NOTHING IS INJECTED" not in notes
+
+
+def test_check_helm_values_checks_what_the_chart_deploys(chart, binary, tmp_path):
+    """`check --helm-values` reads the same `policy.spec` the chart renders into its ConfigMap."""
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"replicas": 2, **EXAMPLE}))
+    result = subprocess.run([str(binary), "check", "--helm-values", str(values)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 rules, 2 secrets" in result.stdout
+    objects, _ = render(chart, yaml.safe_load(values.read_text()))
+    configmap = one(objects, "ConfigMap", POLICY_CONFIGMAP)
+    assert yaml.safe_load(configmap["data"]["policy.yaml"]) == EXAMPLE_POLICY
+
+
 def test_notes_explain_how_to_check_it_works(rendered):
-    _, notes = rendered["defaults"]
+    _, notes = rendered["example-policy"]
     assert "--dry-run=server" in notes
     assert "/readyz" in notes and "/metrics" in notes
     assert f"-n {NAMESPACE} rollout status deployment/{RELEASE}-pullsecret-injector" in notes
@@ -354,7 +410,7 @@ INCONSISTENT_VALUES = {
         "must be shorter than webhook.timeoutSeconds",
     ),
     "grace-period-too-short": ({"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds"),
-    "no-rules": ({"policy": {"spec": {"sourceNamespace": "creds", "rules": []}}}, "no Secret names"),
+    # (A policy without rules is no longer refused: test_bare_install_injects_nothing_and_may_read_no_secret.)
 }
 
 
@@ -502,11 +558,11 @@ AUDIT_ROLE = f"{RELEASE}-pullsecret-injector-audit"
 
 def policy_secret_names(name: str) -> set[str]:
     """The secret names of a value set's policy, from the values (not from the render)."""
-    spec = VALUE_SETS[name].get("policy", {}).get("spec") or chart_default_policy()
+    spec = VALUE_SETS[name]["policy"]["spec"]
     return {rule["secret"] for rule in spec["rules"]}
 
 
-@pytest.mark.parametrize("name", ["defaults", "several-secrets"])
+@pytest.mark.parametrize("name", ["example-policy", "several-secrets"])
 def test_rbac_is_exactly_the_documented_rbac(rendered, name):
     objects, _ = rendered[name]
     cluster_binding = one(objects, "ClusterRoleBinding")
@@ -514,8 +570,8 @@ def test_rbac_is_exactly_the_documented_rbac(rendered, name):
     cluster_role = one(objects, "ClusterRole", cluster_binding["roleRef"]["name"])
     role = one(objects, "Role", binding["roleRef"]["name"])
     secret_names = policy_secret_names(name)
-    if name == "defaults":
-        # The chart's example policy is the one deploy/RBAC.md is written for.
+    if name == "example-policy":
+        # The example policy is the one deploy/RBAC.md is written for.
         assert secret_names == DOC_SECRET_NAMES
     check_rbac_is_documented(cluster_role, role, secret_names, POLICY_CONFIGMAP)
     # And nothing else is granted to anyone.
@@ -524,7 +580,7 @@ def test_rbac_is_exactly_the_documented_rbac(rendered, name):
 
 def test_rbac_comparison_notices_an_extra_verb(rendered):
     # The comparison above must be able to fail: the old core-events grant is caught.
-    objects, _ = rendered["defaults"]
+    objects, _ = rendered["example-policy"]
     cluster_role = one(objects, "ClusterRole")
     widened = {**cluster_role, "rules": cluster_role["rules"] + [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]}
     with pytest.raises(AssertionError, match="differs from deploy/RBAC.md"):
@@ -543,7 +599,7 @@ def test_audit_role_grants_what_audit_reads_and_is_bound_to_no_one(rendered, cha
     objects, notes = rendered["audit-role"]
     names = check_install(objects, NAMESPACE)  # the webhook's own RBAC is unchanged
     assert f"--clusterrole={AUDIT_ROLE} --group=" in notes and "every Secret" in notes
-    assert "-audit" not in rendered["defaults"][1]
+    assert "-audit" not in rendered["example-policy"][1]
     audit_role = one(objects, "ClusterRole", AUDIT_ROLE)
     check_audit_role_stands_alone(objects, audit_role)
     assert normalized_rules(audit_role["rules"]) == audit_rules(DOC_SECRET_NAMES, POLICY_CONFIGMAP)

@@ -3,6 +3,7 @@ documented manual-certificate commands, the Dockerfile, and the certificates lef
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -216,3 +217,37 @@ def test_deployment_sets_the_newer_serve_flags(rendered, name):
     args = container_args(one(rendered[name], "Deployment"))
     assert args["--header-read-timeout"] == "10s"
     assert args["--reload-interval"] == "2s"
+
+
+def documented_overlay() -> dict[str, str]:
+    """The files of the kustomize overlay example in docs/install.md, by name."""
+    text = (REPO / "docs" / "install.md").read_text()
+    section = text.split("### Your own overlay instead of editing deploy/base", 1)[1].split("\n## ", 1)[0]
+    files = re.findall(r"^`overlays/prod/([\w.-]+)`[^\n]*\n\n```yaml\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
+    return dict(files)
+
+
+def test_documented_overlay_keeps_policy_and_rbac_in_step(binary, tmp_path):
+    files = documented_overlay()
+    assert set(files) == {"kustomization.yaml", "policy.yaml", "secrets.yaml"}, set(files)
+    overlay = tmp_path / "overlays" / "prod"
+    overlay.mkdir(parents=True)
+    for name, content in files.items():
+        if name == "kustomization.yaml":
+            # The docs place the overlay two levels below the repository root.
+            content = content.replace("../../deploy", os.path.relpath(REPO / "deploy", overlay))
+        (overlay / name).write_text(content)
+    kubectl = shutil.which("kubectl")
+    assert kubectl
+    result = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    objects = load_all(result.stdout)
+    validate_objects(objects)
+    names = check_install(objects, NAMESPACE)
+    configmap = one(objects, "ConfigMap", names["policy_configmap"])
+    policy = yaml.safe_load(configmap["data"]["policy.yaml"])
+    assert policy == yaml.safe_load(files["policy.yaml"]), "the overlay's policy replaced the base's"
+    assert names["secret_names"] == {rule["secret"] for rule in policy["rules"]} == {"harbor-pull"}
+    (container,) = names["deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(":0.1.0")
+    assert run_check(binary, configmap["data"]["policy.yaml"], tmp_path).returncode == 0

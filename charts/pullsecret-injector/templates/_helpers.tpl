@@ -72,8 +72,10 @@ app.kubernetes.io/component: admission-webhook
 
 {{/*
 Secret names the policy uses, as a JSON list: from the rendered policy, or from
-policy.secretNames for an existing ConfigMap. RBAC resourceNames are built from this;
-an empty list would mean "every Secret", so it is refused.
+policy.secretNames for an existing ConfigMap. RBAC resourceNames are built from this, and
+an empty resourceNames would mean "every Secret": a rendered policy without rules gives an
+empty list, for which the templates grant no Secret access at all; an existing ConfigMap
+without secretNames is refused.
 */}}
 {{- define "psi.policySecretNames" -}}
 {{- $names := list }}
@@ -85,7 +87,7 @@ an empty list would mean "every Secret", so it is refused.
 {{- $names = .Values.policy.secretNames }}
 {{- end }}
 {{- $names = $names | uniq | sortAlpha }}
-{{- if not $names }}
+{{- if and (not $names) (not .Values.policy.create) }}
 {{- fail "no Secret names: the policy needs at least one rule (policy.spec.rules), or policy.secretNames when policy.create is false; RBAC grants Secret access only by name" }}
 {{- end }}
 {{- toJson $names }}
