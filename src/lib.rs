@@ -10,6 +10,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+mod quote;
 pub mod reference;
 pub mod registry;
 pub mod server;
