@@ -30,6 +30,16 @@ const OFFLOAD_BYTES: usize = 64 * 1024;
 const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 /// How long a request waits for a review slot before it is answered 503.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// A review takes one slot per this many body bytes (at least one, at most all): decoding
+/// takes tens of times the body's size in memory, so large reviews must not run side by side
+/// as many as small ones.
+const BYTES_PER_SLOT: usize = 128 * 1024;
+
+/// Review slots a body of `len` bytes takes out of `slots`.
+fn review_weight(len: usize, slots: u32) -> u32 {
+    let wanted = u32::try_from(len.div_ceil(BYTES_PER_SLOT)).unwrap_or(u32::MAX);
+    wanted.clamp(1, slots.max(1))
+}
 
 pub(crate) struct Guard {
     body_read_timeout: Duration,
@@ -37,6 +47,7 @@ pub(crate) struct Guard {
     budget: Arc<Semaphore>,
     budget_bytes: usize,
     reviews: Arc<Semaphore>,
+    review_slots: u32,
     metrics: Arc<Metrics>,
 }
 
@@ -44,11 +55,13 @@ impl Guard {
     pub(crate) fn new(limits: &Limits, metrics: Arc<Metrics>) -> Self {
         // A budget below one full body would refuse requests the API server may send.
         let budget_bytes = limits.body_memory.max(MAX_BODY_BYTES);
+        let review_slots = u32::try_from(limits.max_concurrent_reviews.max(1)).unwrap_or(u32::MAX);
         Self {
             body_read_timeout: limits.body_read_timeout,
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
-            reviews: Arc::new(Semaphore::new(limits.max_concurrent_reviews.max(1))),
+            reviews: Arc::new(Semaphore::new(review_slots as usize)),
+            review_slots,
             metrics,
         }
     }
@@ -196,7 +209,9 @@ pub(crate) async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: N
         }
     };
 
-    let slot = match tokio::time::timeout(QUEUE_WAIT, guard.reviews.clone().acquire_owned()).await {
+    let weight = review_weight(bytes.len(), guard.review_slots);
+    let reviews = guard.reviews.clone();
+    let slot = match tokio::time::timeout(QUEUE_WAIT, reviews.acquire_many_owned(weight)).await {
         Ok(Ok(slot)) => slot,
         _ => {
             tracing::warn!(
@@ -246,6 +261,11 @@ async fn read(
         let budget = guard.budget.clone();
         async move {
             let n = u32::try_from(n).unwrap_or(u32::MAX);
+            // Taken at once when free, past the queue: a small body must not wait behind a
+            // large one that waits for room (the semaphore is first come, first served).
+            if let Ok(permit) = budget.clone().try_acquire_many_owned(n) {
+                return Ok(Ok(permit));
+            }
             tokio::time::timeout_at(deadline, budget.acquire_many_owned(n)).await
         }
     };
@@ -299,5 +319,19 @@ async fn drain(stream: &mut axum::body::BodyDataStream, deadline: Instant) -> bo
             }
             Ok(Some(Err(_))) | Err(_) => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_reviews_take_more_slots() {
+        assert_eq!(review_weight(0, 8), 1);
+        assert_eq!(review_weight(2_000, 8), 1);
+        assert_eq!(review_weight(425_000, 8), 4);
+        assert_eq!(review_weight(MAX_BODY_BYTES, 8), 8);
+        assert_eq!(review_weight(MAX_BODY_BYTES, 1), 1);
     }
 }

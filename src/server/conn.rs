@@ -318,6 +318,8 @@ pub(crate) fn handshake_failure_reason(e: &io::Error) -> &'static str {
                 A::CertificateExpired => "certificate_expired",
                 A::CertificateUnknown => "certificate_unknown",
                 A::UnsupportedCertificate => "unsupported_certificate",
+                // Signature check failed: a CA with the same name but another key.
+                A::DecryptError => "decrypt_error",
                 _ => "other_alert",
             },
             rustls::Error::InvalidMessage(_) => "not_tls",
