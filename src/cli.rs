@@ -88,6 +88,13 @@ pub struct ServeArgs {
     /// How long in-flight requests get to finish after SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
+    /// How long a copy that no rule gives its namespace any more (and that nothing there
+    /// references) is kept before it is deleted.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub prune_grace: Duration,
+    /// Never delete copies (they stay when rules stop giving them; `audit` reports them).
+    #[arg(long)]
+    pub no_prune: bool,
     /// Do not talk to a cluster even if a kubeconfig is found: patch only, copy nothing.
     #[arg(long, conflicts_with = "policy_configmap")]
     pub no_cluster: bool,

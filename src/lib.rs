@@ -2,8 +2,10 @@
 //! secrets its images need and keeps their copies current.
 
 pub mod admission;
+mod audit;
 pub mod cli;
 pub mod cmd;
+pub mod coverage;
 pub mod dockerconfig;
 pub mod k8s;
 pub mod keyring;

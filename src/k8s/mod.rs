@@ -6,10 +6,12 @@
 //! following source rotations, repairing drift) runs in background tasks started by [`start`].
 
 mod copier;
-mod copy;
+pub(crate) mod copy;
 mod namespaces;
 mod policy_source;
+mod prune;
 mod secrets;
+mod service_accounts;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,9 @@ pub struct ClusterConfig {
     pub policy_configmap: Option<String>,
     /// Names this replica in Events (the Pod name, from `POD_NAME`, when set).
     pub instance: Option<String>,
+    /// How long a copy no rule gives its namespace waits before it is deleted; `None`: copies
+    /// are never deleted.
+    pub prune_grace: Option<Duration>,
 }
 
 impl ClusterConfig {
@@ -42,9 +47,13 @@ impl ClusterConfig {
             webhook_namespace: webhook_namespace.to_string(),
             policy_configmap,
             instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
+            prune_grace: Some(DEFAULT_PRUNE_GRACE),
         }
     }
 }
+
+/// `serve --prune-grace` default: long enough that a policy edit undone at once deletes nothing.
+pub const DEFAULT_PRUNE_GRACE: Duration = Duration::from_secs(30);
 
 /// The running cluster side: what `AppState` needs, and the tasks to stop on shutdown.
 pub struct Cluster {
@@ -108,18 +117,42 @@ pub async fn start(
     ));
 
     let copier = copier::Copier::new(
-        client,
+        client.clone(),
         config.instance.clone(),
         policy.clone(),
         namespaces.clone(),
         secrets.clone(),
-        metrics,
+        metrics.clone(),
     );
     tasks.push(tokio::spawn(copier.clone().run(trigger_rx)));
     tasks.push(tokio::spawn(secrets::follow_policy(
         secrets.clone(),
-        policy,
+        policy.clone(),
     )));
+
+    let (accounts, account_tasks) = service_accounts::start(
+        client.clone(),
+        policy.clone(),
+        namespaces.clone(),
+        copier.clone(),
+        config.webhook_namespace.clone(),
+        health,
+    );
+    tasks.extend(account_tasks);
+    if let Some(grace) = config.prune_grace {
+        let pruner = prune::Pruner {
+            client,
+            instance: config.instance.clone(),
+            policy,
+            namespaces: namespaces.clone(),
+            secrets: secrets.clone(),
+            accounts,
+            metrics,
+            webhook_namespace: config.webhook_namespace.clone(),
+            grace,
+        };
+        tasks.push(tokio::spawn(pruner.run()));
+    }
 
     Ok(Cluster {
         namespaces,

@@ -153,6 +153,17 @@ impl SecretCaches {
             .then(|| watch.store.clone())
     }
 
+    /// Serves `store` for `name` as a synced watch would (the copier's unit tests).
+    #[cfg(test)]
+    pub(crate) fn insert_synced(&self, name: &str, store: Store<Secret>) {
+        let watch = NameWatch {
+            store,
+            synced: Arc::new(AtomicBool::new(true)),
+            task: tokio::spawn(async {}),
+        };
+        self.lock().insert(name.to_string(), watch);
+    }
+
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }

@@ -172,11 +172,18 @@ impl Webhook {
     /// Sends an AdmissionReview for a Pod running `image` in `namespace`; returns the
     /// `response` object and how long the answer took.
     pub async fn admit(&self, namespace: &str, image: &str, dry_run: bool) -> (Value, Duration) {
+        self.admit_pod(namespace, pod_object(namespace, image), dry_run)
+            .await
+    }
+
+    /// Like [`Webhook::admit`] for any Pod object.
+    pub async fn admit_pod(&self, namespace: &str, pod: Value, dry_run: bool) -> (Value, Duration) {
         let uid = format!(
             "uid-{}",
             NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let review = admission_review(&uid, namespace, image, dry_run);
+        let mut review = admission_review(&uid, namespace, IMAGE, dry_run);
+        review["request"]["object"] = pod;
         let url = format!("https://localhost:{}/mutate", self.https.port());
         let started = Instant::now();
         let resp = self
