@@ -661,7 +661,11 @@ async fn handshake_failures_are_counted_by_reason_and_logged_at_a_bounded_rate()
     let logged = log_lines_with(&serve, "TLS handshake failed");
     println!("21 failed handshakes: {} log lines", logged.len());
     assert!(
-        logged.iter().filter(|l| l.contains("decrypt_error")).count() <= 2,
+        logged
+            .iter()
+            .filter(|l| l.contains("decrypt_error"))
+            .count()
+            <= 2,
         "{logged:?}"
     );
     assert!(logged.iter().any(|l| l.contains("not_tls")), "{logged:?}");
@@ -743,4 +747,54 @@ async fn readyz_answers_within_the_2s_probe_timeout_while_64_reviews_of_5000_con
     );
     assert!(ok > 0);
     report_rss(&serve, "64 reviews of a 5000-container Pod", start_mib);
+}
+
+/// Builds the Go client in tests/go/post_large (Go's net/http, the API server's HTTP stack).
+fn go_client() -> std::path::PathBuf {
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = tmp.join("post_large");
+    let build = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/post_large"))
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", tmp.join("gocache"))
+        .output()
+        .expect("go is installed (scripts/setup-apt.sh installs golang-go)");
+    assert!(
+        build.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    out
+}
+
+#[tokio::test]
+async fn go_client_reads_the_413_for_a_4_mib_body_on_http1_and_h2() {
+    let f = fixture();
+    let serve = start(&f, &[]);
+    let client = go_client();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &f.ca.pem).unwrap();
+    for (protocol, proto) in [("h1", "HTTP/1.1"), ("h2", "HTTP/2.0")] {
+        let run = std::process::Command::new(&client)
+            .arg(&ca)
+            .arg(serve.https_url("/mutate"))
+            .arg((4 * MIB).to_string())
+            .arg(protocol)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{protocol}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(
+            stdout,
+            format!(r#"{proto} 413 {{"error":"request body is larger than 3145728 bytes"}}"#)
+        );
+    }
 }
