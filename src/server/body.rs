@@ -33,7 +33,7 @@ const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// A review takes one slot per this many body bytes (at least one, at most all): decoding
 /// takes tens of times the body's size in memory, so large reviews must not run side by side
 /// as many as small ones.
-const BYTES_PER_SLOT: usize = 128 * 1024;
+const BYTES_PER_SLOT: usize = 64 * 1024;
 
 /// Review slots a body of `len` bytes takes out of `slots`.
 fn review_weight(len: usize, slots: u32) -> u32 {
@@ -330,7 +330,7 @@ mod tests {
     fn large_reviews_take_more_slots() {
         assert_eq!(review_weight(0, 8), 1);
         assert_eq!(review_weight(2_000, 8), 1);
-        assert_eq!(review_weight(425_000, 8), 4);
+        assert_eq!(review_weight(425_000, 8), 7);
         assert_eq!(review_weight(MAX_BODY_BYTES, 8), 8);
         assert_eq!(review_weight(MAX_BODY_BYTES, 1), 1);
     }
