@@ -3,6 +3,7 @@
 #   docker-registry  the CNCF distribution registry (tests run /usr/bin/docker-registry themselves)
 #   skopeo           pushes a test image and authenticates with a generated .dockerconfigjson
 #   apache2-utils    htpasswd -B for the registry's bcrypt htpasswd file
+#   golang-go        Go's net/http client (the API server's stack) in tests/hostile.rs
 # Idempotent: does nothing when everything is present. The package's own service is never
 # needed; it is stopped and disabled if a service manager started it.
 set -euo pipefail
@@ -11,9 +12,10 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
 
 if [ "${#need[@]}" -eq 0 ]; then
-  echo "setup-apt: docker-registry, skopeo and htpasswd already installed"
+  echo "setup-apt: docker-registry, skopeo, htpasswd and go already installed"
   exit 0
 fi
 
@@ -43,7 +45,7 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   "${SUDO[@]}" systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
 fi
 
-for tool in docker-registry skopeo htpasswd; do
+for tool in docker-registry skopeo htpasswd go; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup-apt: $tool still missing" >&2; exit 1; }
 done
 echo "setup-apt: installed ${need[*]}"

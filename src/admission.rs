@@ -25,6 +25,7 @@ use thiserror::Error;
 use tracing::{Instrument, Span, debug, field::Empty, info, warn};
 
 use crate::plan::{self, Namespace, Operation, PodFacts};
+use crate::quote::short;
 use crate::state::AppState;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -203,7 +204,8 @@ pub async fn respond(
     if review.kind != KIND || review.api_version != API_VERSION {
         return Err(AdmissionError::BadRequest(format!(
             "expected kind {KIND} apiVersion {API_VERSION}, got kind {:?} apiVersion {:?}",
-            review.kind, review.api_version
+            short(&review.kind),
+            short(&review.api_version)
         )));
     }
     let request = review
@@ -216,7 +218,7 @@ pub async fn respond(
     }
     // Recorded as soon as known, so that everything logged for this request carries them.
     let span = Span::current();
-    span.record("uid", request.uid.as_ref());
+    span.record("uid", short(&request.uid).as_ref());
 
     let mut answer = Answer {
         body: Vec::new(),
@@ -239,6 +241,8 @@ pub async fn respond(
         }
     };
     if !is_pod {
+        span.record("namespace", short(&answer.namespace).as_ref());
+        span.record("pod", short(&answer.pod).as_ref());
         answer.body = encode(&request.uid, None, Vec::new())?;
         return Ok(answer);
     }
@@ -278,8 +282,8 @@ pub async fn respond(
             "Pod request has no namespace".into(),
         ));
     }
-    span.record("namespace", answer.namespace.as_str());
-    span.record("pod", answer.pod.as_str());
+    span.record("namespace", short(&answer.namespace).as_ref());
+    span.record("pod", short(&answer.pod).as_ref());
     debug!(
         subresource = request.sub_resource.as_deref().unwrap_or(""),
         "deciding"
@@ -531,10 +535,8 @@ pub async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Res
     }
 }
 
+/// Only the result: `respond` recorded uid, namespace and pod (each once, cut short).
 fn record(span: &Span, answer: &Answer) {
-    span.record("uid", answer.uid.as_str());
-    span.record("namespace", answer.namespace.as_str());
-    span.record("pod", answer.pod.as_str());
     span.record("result", answer.result.as_str());
 }
 

@@ -41,6 +41,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size of the largest variant (serve's flags) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook (HTTPS) with health and metrics on a plain port.
@@ -162,6 +164,29 @@ pub struct ServeArgs {
     /// Do not talk to a cluster even if a kubeconfig is found: patch only, copy nothing.
     #[arg(long, conflicts_with = "policy_configmap")]
     pub no_cluster: bool,
+    /// A DNS name or IP the API server uses to reach the webhook (repeatable), e.g.
+    /// `pullsecret-injector.pullsecret-injector.svc`; a certificate that does not cover it is
+    /// refused at start and never installed on reload.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Vec<String>,
+    /// Request body bytes held in memory at once, across all connections (e.g. 32Mi).
+    #[arg(long, value_name = "SIZE", value_parser = crate::server::parse_size, default_value = "32Mi")]
+    pub max_body_memory: usize,
+    /// Time a client gets to send a request's body once its headers arrived (then 408).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub body_read_timeout: Duration,
+    /// Connections open at once on the webhook port; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Concurrent h2 streams per connection.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+    /// A webhook connection without a request for this long is closed (h2 with GOAWAY).
+    #[arg(long, value_parser = parse_duration, default_value = "90s")]
+    pub idle_timeout: Duration,
+    /// Admission reviews decided at once; more wait up to 2s, then get a 503.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_concurrent_reviews: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -17,6 +17,7 @@ pub mod kubeconfig;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+mod quote;
 pub mod reference;
 pub mod registry;
 mod rule_index;

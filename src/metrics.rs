@@ -25,7 +25,8 @@ pub struct ReasonLabel {
 
 pub struct Metrics {
     registry: Registry,
-    /// Admission requests by result: patched, unchanged, invalid, error.
+    /// Admission requests by result: patched, unchanged, invalid, error, and the refusals of the
+    /// request guard: too_large (413), timeout (408), overloaded (503).
     pub requests: Family<ResultLabel, Counter>,
     /// Responses that carried a patch.
     pub patches: Counter,
@@ -45,6 +46,20 @@ pub struct Metrics {
     pub drift_repaired: Counter,
     /// Admission warnings about a Secret the kubelet would not use, by verdict.
     pub secret_warnings: Family<ReasonLabel, Counter>,
+    /// notAfter of the serving certificate in use (Unix seconds), so an alert can fire first.
+    pub tls_certificate_expiry: Gauge,
+    /// Certificate pairs on disk that were refused, by reason (expired, not_yet_valid, ...).
+    pub tls_reload_rejections: Family<ReasonLabel, Counter>,
+    /// TLS handshakes that failed, by reason (unknown_ca, timeout, not_tls, ...).
+    pub tls_handshake_failures: Family<ReasonLabel, Counter>,
+    /// HTTPS connections open now.
+    pub connections_open: Gauge,
+    /// HTTPS connections closed at once because `--max-connections` were open.
+    pub connections_refused: Counter,
+    /// HTTPS connections closed after `--idle-timeout` without a request.
+    pub connections_idle_closed: Counter,
+    /// Request body bytes held in memory now (bounded by `--max-body-memory`).
+    pub body_bytes_in_memory: Gauge,
 }
 
 impl Default for Metrics {
@@ -116,6 +131,48 @@ impl Metrics {
             "Admission warnings about a Secret the kubelet would not use for the Pod's image, by reason",
             secret_warnings.clone(),
         );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use, in seconds since the Unix epoch",
+            tls_certificate_expiry.clone(),
+        );
+        let tls_reload_rejections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tls_reload_rejections",
+            "Certificate pairs on disk that were not installed, by reason; the pair in use stayed",
+            tls_reload_rejections.clone(),
+        );
+        let tls_handshake_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the webhook port that failed, by reason",
+            tls_handshake_failures.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "https_connections",
+            "Connections open on the webhook port",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "https_connections_refused",
+            "Connections closed at once because the connection limit was reached",
+            connections_refused.clone(),
+        );
+        let connections_idle_closed = Counter::default();
+        registry.register(
+            "https_connections_idle_closed",
+            "Connections closed after the idle timeout",
+            connections_idle_closed.clone(),
+        );
+        let body_bytes_in_memory = Gauge::default();
+        registry.register(
+            "request_body_bytes_in_memory",
+            "Request body bytes held in memory now (bounded by the body memory budget)",
+            body_bytes_in_memory.clone(),
+        );
         Self {
             registry,
             requests,
@@ -128,7 +185,30 @@ impl Metrics {
             unmanaged_conflicts,
             drift_repaired,
             secret_warnings,
+            tls_certificate_expiry,
+            tls_reload_rejections,
+            tls_handshake_failures,
+            connections_open,
+            connections_refused,
+            connections_idle_closed,
+            body_bytes_in_memory,
         }
+    }
+
+    pub fn tls_reload_rejected(&self, reason: &str) {
+        self.tls_reload_rejections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn tls_handshake_failed(&self, reason: &str) {
+        self.tls_handshake_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn request(&self, result: &str) {

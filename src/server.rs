@@ -1,7 +1,11 @@
 //! HTTPS listener for /mutate, plain listener for health and metrics, graceful shutdown.
 
+mod body;
+mod conn;
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,9 +14,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::Handle;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use axum_server::tls_rustls::RustlsConfig;
 use thiserror::Error;
-use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::admission;
 use crate::state::AppState;
@@ -23,15 +26,22 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// What prometheus-client's text encoder produces.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The webhook routes (served over HTTPS).
+/// The webhook routes (served over HTTPS), with the default limits.
 pub fn router(state: AppState) -> Router {
+    router_with(state, &Limits::default())
+}
+
+/// The webhook routes behind the request guard: bodies are read by the guard (size limit,
+/// read timeout, memory budget) before a handler sees them, and reviews run with bounded
+/// concurrency.
+pub fn router_with(state: AppState, limits: &Limits) -> Router {
+    let guard = Arc::new(body::Guard::new(limits, state.metrics.clone()));
     Router::new()
         .route("/mutate", post(admission::mutate))
-        // Rejects a declared Content-Length over the limit before reading, and caps chunked
-        // bodies while they stream in; both answer 413.
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        // axum's own default (2 MB) would otherwise apply below ours.
+        // The guard has read the body already; axum's own default (2 MB) must not apply
+        // below our limit.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(guard, body::guard))
         .with_state(state)
 }
 
@@ -93,6 +103,62 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests get after the shutdown signal.
     pub shutdown_grace: Duration,
+    /// What one client, or all of them together, may hold on the webhook port.
+    pub limits: Limits,
+}
+
+/// The bounds that keep memory and connections in check whatever clients do
+/// (docs/security.md lists the attack each one answers).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Request body bytes held in memory at once, across all connections.
+    pub body_memory: usize,
+    /// Time from a request's headers to the last byte of its body.
+    pub body_read_timeout: Duration,
+    /// Connections open at once on the webhook port; more are closed at once.
+    pub max_connections: usize,
+    /// Concurrent h2 streams one connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// A connection without a request in flight for this long is closed (h2 with GOAWAY).
+    pub idle_timeout: Duration,
+    /// Admission reviews decided at once; more wait briefly, then get a 503.
+    pub max_concurrent_reviews: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_memory: 32 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(5),
+            max_connections: 256,
+            max_concurrent_streams: 100,
+            idle_timeout: Duration::from_secs(90),
+            max_concurrent_reviews: 8,
+        }
+    }
+}
+
+/// Parses a byte size: a number with an optional binary (`Ki`, `Mi`, `Gi`) or decimal (`k`,
+/// `M`, `G`) suffix, as Kubernetes quantities are written.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let scale: usize = match unit {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000 * 1000,
+        "G" => 1000 * 1000 * 1000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{s:?}: expected a size like 32Mi, 64M or 33554432")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{s:?}: expected a size like 32Mi, 64M or 33554432"))
 }
 
 /// Both listeners, bound and ready to serve.
@@ -130,6 +196,9 @@ impl Listeners {
 
 /// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests up to
 /// `shutdown_grace`, and returns. Readiness turns false as soon as the drain starts.
+///
+/// The admin port runs on a thread and runtime of its own: however busy the webhook's workers
+/// are, the kubelet's probes are answered.
 pub async fn serve(
     listeners: Listeners,
     options: &ServeOptions,
@@ -137,82 +206,109 @@ pub async fn serve(
     tls: RustlsConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let https_handle: Handle<SocketAddr> = Handle::new();
-    let admin_handle: Handle<SocketAddr> = Handle::new();
+    let admin = AdminThread::start(listeners.admin, options, state.clone())?;
 
-    // TCP_NODELAY: without it Nagle's algorithm meets delayed ACKs and small h2 responses
-    // wait ~40 ms (measured: h2 p99 43 ms -> 5.4 ms, docs/performance.md).
-    let acceptor = RustlsAcceptor::new(tls)
-        .handshake_timeout(options.header_read_timeout)
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let mut https = axum_server::from_tcp(listeners.https)
-        .map_err(|source| ServerError::Serve {
-            listener: "https",
-            source,
-        })?
-        .acceptor(acceptor)
-        .handle(https_handle.clone())
-        // The auto (h1/h2) builder reads the first bytes to detect the protocol without a timer;
-        // this bounds the time until the first request's headers are complete.
-        .first_request_timeout(options.header_read_timeout);
-    https
-        .http_builder()
-        .http1()
-        .header_read_timeout(options.header_read_timeout);
-    let https_app = router(state.clone());
-    let mut https_task =
-        tokio::spawn(async move { https.serve(https_app.into_make_service()).await });
-
-    let mut admin = axum_server::from_tcp(listeners.admin)
-        .map_err(|source| ServerError::Serve {
+    let https_app = router_with(state.clone(), &options.limits);
+    let https = conn::Https::new(
+        listeners.https,
+        tls,
+        https_app,
+        options,
+        state.metrics.clone(),
+    )
+    .map_err(|source| ServerError::Serve {
+        listener: "https",
+        source,
+    })?;
+    let mut admin_done = admin.done.clone();
+    let admin_failed = async move {
+        let _ = admin_done.wait_for(Option::is_some).await;
+    };
+    let stopped_early = tokio::select! {
+        () = https.accept_until(shutdown) => None,
+        () = admin_failed => Some(admin.result()),
+    };
+    if let Some(result) = stopped_early {
+        return Err(result.err().unwrap_or(ServerError::Task {
             listener: "admin",
-            source,
-        })?
-        .handle(admin_handle.clone())
-        .first_request_timeout(options.header_read_timeout);
-    admin
-        .http_builder()
-        .http1()
-        .header_read_timeout(options.header_read_timeout);
-    let admin_app = admin_router(state.clone());
-    let mut admin_task =
-        tokio::spawn(async move { admin.serve(admin_app.into_make_service()).await });
-
-    tokio::select! {
-        () = shutdown => {}
-        result = &mut https_task => return finished("https", result),
-        result = &mut admin_task => return finished("admin", result),
+            detail: "stopped".into(),
+        }));
     }
 
     state
         .health
         .not_ready("shutdown", "draining in-flight requests");
-    let in_flight = https_handle.connection_count();
-    tracing::info!(connections = in_flight, grace = ?options.shutdown_grace, "shutting down: no new connections, draining");
-    let started = std::time::Instant::now();
-    https_handle.graceful_shutdown(Some(options.shutdown_grace));
-    let https_result = finished("https", https_task.await);
-    if started.elapsed() >= options.shutdown_grace {
+    tracing::info!(connections = https.open(), grace = ?options.shutdown_grace, "shutting down: no new connections, draining");
+    if !https.drain(options.shutdown_grace).await {
         tracing::warn!(grace = ?options.shutdown_grace, "shutdown grace expired; connections still open were closed");
     }
     // Health and metrics stay up until the webhook listener is drained.
-    admin_handle.graceful_shutdown(Some(Duration::from_secs(1)));
-    let admin_result = finished("admin", admin_task.await);
+    let admin_result = admin.stop().await;
     tracing::info!("shutdown complete");
-    https_result.and(admin_result)
+    admin_result
 }
 
-fn finished(
-    listener: &'static str,
-    result: Result<std::io::Result<()>, tokio::task::JoinError>,
-) -> Result<(), ServerError> {
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(source)) => Err(ServerError::Serve { listener, source }),
-        Err(e) => Err(ServerError::Task {
-            listener,
-            detail: e.to_string(),
-        }),
+/// The admin listener on its own OS thread with a single-threaded runtime.
+struct AdminThread {
+    handle: Handle<SocketAddr>,
+    /// Set once the thread's server returned: its result.
+    done: tokio::sync::watch::Receiver<Option<Result<(), String>>>,
+}
+
+impl AdminThread {
+    fn start(
+        listener: TcpListener,
+        options: &ServeOptions,
+        state: AppState,
+    ) -> Result<Self, ServerError> {
+        let handle: Handle<SocketAddr> = Handle::new();
+        let (tx, done) = tokio::sync::watch::channel(None);
+        let server_handle = handle.clone();
+        let header_read_timeout = options.header_read_timeout;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("admin")
+            .build()
+            .map_err(|source| ServerError::Serve {
+                listener: "admin",
+                source,
+            })?;
+        std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || {
+                let result = runtime.block_on(async move {
+                    let mut admin = axum_server::from_tcp(listener)?
+                        .handle(server_handle)
+                        .first_request_timeout(header_read_timeout);
+                    admin
+                        .http_builder()
+                        .http1()
+                        .header_read_timeout(header_read_timeout);
+                    admin.serve(admin_router(state).into_make_service()).await
+                });
+                let _ = tx.send(Some(result.map_err(|e| e.to_string())));
+            })
+            .map_err(|source| ServerError::Serve {
+                listener: "admin",
+                source,
+            })?;
+        Ok(Self { handle, done })
+    }
+
+    fn result(&self) -> Result<(), ServerError> {
+        match &*self.done.borrow() {
+            Some(Ok(())) | None => Ok(()),
+            Some(Err(detail)) => Err(ServerError::Task {
+                listener: "admin",
+                detail: detail.clone(),
+            }),
+        }
+    }
+
+    async fn stop(mut self) -> Result<(), ServerError> {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        let _ = self.done.wait_for(Option::is_some).await;
+        self.result()
     }
 }
 
@@ -265,6 +361,17 @@ mod tests {
 
     fn get_req(path: &str) -> Request<Body> {
         Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn sizes_parse_like_kubernetes_quantities() {
+        assert_eq!(parse_size("32Mi"), Ok(32 << 20));
+        assert_eq!(parse_size("64M"), Ok(64_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("2Ki"), Ok(2048));
+        assert!(parse_size("32MB").is_err());
+        assert!(parse_size("Mi").is_err());
+        assert!(parse_size("-1").is_err());
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
+                    // The span list would repeat the current span's fields in every line.
+                    .with_span_list(false)
                     .with_writer(std::io::stderr),
             )
             .init(),

@@ -3,7 +3,8 @@
 //! The serving pair is read from two files that Kubernetes replaces through a `..data` symlink
 //! swap, so changes are detected by content hash, never by the mtime of the link. A new pair is
 //! only installed once rustls accepts it (certificate parses, key parses and matches the
-//! certificate); anything else keeps the pair already in use.
+//! certificate), is valid now (notBefore passed, notAfter not), and covers every name the API
+//! server is configured to use (`--tls-server-name`); anything else keeps the pair already in use.
 
 use std::fs;
 use std::io::Write;
@@ -55,6 +56,14 @@ pub enum TlsError {
     BadKey { path: PathBuf, detail: String },
     #[error("the private key does not belong to the certificate")]
     KeyMismatch,
+    #[error("{path}: the certificate expired at {not_after} (notAfter); renew it")]
+    Expired { path: PathBuf, not_after: String },
+    #[error(
+        "{path}: the certificate is not valid before {not_before} (notBefore); check the clocks"
+    )]
+    NotYetValid { path: PathBuf, not_before: String },
+    #[error("{path}: the certificate does not cover {name}, a name the API server uses")]
+    NameNotCovered { path: PathBuf, name: String },
     #[error("certificate and key rejected by rustls: {0}")]
     Rustls(rustls::Error),
     #[error("cannot generate certificates: {0}")]
@@ -70,6 +79,9 @@ impl TlsError {
             Self::NoCertificate { .. } | Self::BadCertificate { .. } => "certificate",
             Self::BadKey { .. } => "key",
             Self::KeyMismatch => "mismatch",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::NameNotCovered { .. } => "name_not_covered",
             Self::Rustls(_) => "rustls",
             Self::Generate(_) => "generate",
         }
@@ -130,6 +142,8 @@ pub struct Loaded {
     pub config: Arc<ServerConfig>,
     /// SHA-256 of the leaf certificate (DER), lowercase hex.
     pub fingerprint: String,
+    /// The leaf's notAfter, in seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 /// Parses and checks a pair, and builds the rustls configuration that serves it (ring provider,
@@ -138,6 +152,18 @@ pub fn server_config(
     pair: &PemPair,
     cert_path: &Path,
     key_path: &Path,
+) -> Result<Loaded, TlsError> {
+    server_config_for(pair, cert_path, key_path, &[], SystemTime::now())
+}
+
+/// Like [`server_config`], and the leaf must cover each of `names` (DNS names or IPs) and be
+/// valid at `now`.
+pub fn server_config_for(
+    pair: &PemPair,
+    cert_path: &Path,
+    key_path: &Path,
+    names: &[String],
+    now: SystemTime,
 ) -> Result<Loaded, TlsError> {
     let certs = CertificateDer::pem_slice_iter(&pair.cert)
         .collect::<Result<Vec<_>, _>>()
@@ -151,6 +177,7 @@ pub fn server_config(
         });
     };
     let fingerprint = hex(&Sha256::digest(leaf.as_ref()));
+    let not_after = check_leaf(leaf, cert_path, names, now)?;
     let key = PrivateKeyDer::from_pem_slice(&pair.key).map_err(|e| TlsError::BadKey {
         path: key_path.to_path_buf(),
         detail: e.to_string(),
@@ -174,7 +201,62 @@ pub fn server_config(
     Ok(Loaded {
         config: Arc::new(config),
         fingerprint,
+        not_after,
     })
+}
+
+/// Checks that `leaf` is valid at `now` and covers `names`; returns its notAfter (Unix seconds).
+/// The API server would refuse it otherwise, and every admission would fail its handshake.
+fn check_leaf(
+    leaf: &CertificateDer<'_>,
+    path: &Path,
+    names: &[String],
+    now: SystemTime,
+) -> Result<i64, TlsError> {
+    let bad = |detail: String| TlsError::BadCertificate {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| bad(e.to_string()))?;
+    let validity = cert.validity();
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    if now < validity.not_before.timestamp() {
+        return Err(TlsError::NotYetValid {
+            path: path.to_path_buf(),
+            not_before: validity.not_before.to_string(),
+        });
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(TlsError::Expired {
+            path: path.to_path_buf(),
+            not_after: validity.not_after.to_string(),
+        });
+    }
+    if !names.is_empty() {
+        // webpki applies the same name rules (SANs only, RFC 6125 wildcards) as the client.
+        let end_entity =
+            webpki::EndEntityCert::try_from(leaf).map_err(|e| bad(format!("{e:?}")))?;
+        for name in names {
+            let covered = rustls::pki_types::ServerName::try_from(name.as_str())
+                .ok()
+                .is_some_and(|server_name| {
+                    end_entity
+                        .verify_is_valid_for_subject_name(&server_name)
+                        .is_ok()
+                });
+            if !covered {
+                return Err(TlsError::NameNotCovered {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                });
+            }
+        }
+    }
+    Ok(validity.not_after.timestamp())
 }
 
 /// What one check of the certificate files did.
@@ -183,6 +265,7 @@ pub enum ReloadOutcome {
     Unchanged,
     Reloaded {
         fingerprint: String,
+        not_after: i64,
     },
     /// The files changed but the new pair was rejected; the previous one stays in use.
     Rejected(TlsError),
@@ -197,20 +280,35 @@ pub struct CertReloader {
     served: RustlsConfig,
     /// Digest of the pair last tried, good or bad: a bad pair is reported once, not on every poll.
     last_seen: [u8; 32],
+    /// Names the certificate must cover (`--tls-server-name`).
+    names: Vec<String>,
     pub fingerprint: String,
+    /// notAfter of the pair in use (Unix seconds).
+    pub not_after: i64,
 }
 
 impl CertReloader {
     /// Loads the pair once; failing here is a start-up error.
     pub async fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Self, TlsError> {
+        Self::load_for(cert_path, key_path, Vec::new()).await
+    }
+
+    /// Like [`CertReloader::load`]; this pair and every later one must cover `names`.
+    pub async fn load_for(
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        names: Vec<String>,
+    ) -> Result<Self, TlsError> {
         let pair = PemPair::read(&cert_path, &key_path).await?;
-        let loaded = server_config(&pair, &cert_path, &key_path)?;
+        let loaded = server_config_for(&pair, &cert_path, &key_path, &names, SystemTime::now())?;
         Ok(Self {
             cert_path,
             key_path,
             served: RustlsConfig::from_config(loaded.config),
             last_seen: pair.digest(),
+            names,
             fingerprint: loaded.fingerprint,
+            not_after: loaded.not_after,
         })
     }
 
@@ -236,12 +334,20 @@ impl CertReloader {
             return ReloadOutcome::Unchanged;
         }
         self.last_seen = digest;
-        match server_config(&pair, &self.cert_path, &self.key_path) {
+        match server_config_for(
+            &pair,
+            &self.cert_path,
+            &self.key_path,
+            &self.names,
+            SystemTime::now(),
+        ) {
             Ok(loaded) => {
                 self.served.reload_from_config(loaded.config);
                 self.fingerprint = loaded.fingerprint.clone();
+                self.not_after = loaded.not_after;
                 ReloadOutcome::Reloaded {
                     fingerprint: loaded.fingerprint,
+                    not_after: loaded.not_after,
                 }
             }
             Err(e) => ReloadOutcome::Rejected(e),
@@ -264,9 +370,13 @@ impl CertReloader {
             ticker.tick().await;
             match self.check().await {
                 ReloadOutcome::Unchanged | ReloadOutcome::InProgress => {}
-                ReloadOutcome::Reloaded { fingerprint } => {
+                ReloadOutcome::Reloaded {
+                    fingerprint,
+                    not_after,
+                } => {
                     last_error = None;
                     metrics.tls_reload("ok");
+                    metrics.tls_certificate_expiry.set(not_after);
                     health.ready("tls", format!("serving certificate sha256:{fingerprint}"));
                     tracing::info!(cert = %self.cert_path.display(), sha256 = %fingerprint, "serving certificate reloaded");
                 }
@@ -274,7 +384,8 @@ impl CertReloader {
                     let text = err.to_string();
                     if last_error.as_deref() != Some(text.as_str()) {
                         metrics.tls_reload("error");
-                        tracing::error!(
+                        metrics.tls_reload_rejected(err.label());
+                        tracing::warn!(
                             cert = %self.cert_path.display(),
                             key = %self.key_path.display(),
                             reason = err.label(),

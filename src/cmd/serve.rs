@@ -77,20 +77,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Certificates after the cluster check: a refused start leaves no generated files behind.
     let (cert_path, key_path, self_signed_ca) = certificate_files(&args)?;
-    let certs = CertReloader::load(cert_path.clone(), key_path.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot serve {} with {}",
-                cert_path.display(),
-                key_path.display()
-            )
-        })?;
+    let certs = CertReloader::load_for(
+        cert_path.clone(),
+        key_path.clone(),
+        args.tls_server_name.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot serve {} with {}",
+            cert_path.display(),
+            key_path.display()
+        )
+    })?;
 
     health.ready(
         "tls",
         format!("serving certificate sha256:{}", certs.fingerprint),
     );
+    metrics.tls_certificate_expiry.set(certs.not_after);
 
     let state = AppState {
         policy: policy.clone(),
@@ -114,6 +119,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_listen: args.admin_listen,
         header_read_timeout: args.header_read_timeout,
         shutdown_grace: args.shutdown_grace,
+        limits: server::Limits {
+            body_memory: args.max_body_memory,
+            body_read_timeout: args.body_read_timeout,
+            max_connections: args.max_connections,
+            max_concurrent_streams: args.max_concurrent_streams,
+            idle_timeout: args.idle_timeout,
+            max_concurrent_reviews: args.max_concurrent_reviews,
+        },
     };
     let listeners = Listeners::bind(&options)?;
     tracing::info!(https = %listeners.https_addr, admin = %listeners.admin_addr, "listening");

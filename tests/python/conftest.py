@@ -39,6 +39,13 @@ SERVE_FLAGS = {
     "--reload-interval",
     "--shutdown-grace",
     "--header-read-timeout",
+    "--body-read-timeout",
+    "--idle-timeout",
+    "--max-connections",
+    "--max-concurrent-streams",
+    "--max-concurrent-reviews",
+    "--max-body-memory",
+    "--tls-server-name",
     "--log-format",
 }
 

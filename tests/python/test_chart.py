@@ -195,6 +195,10 @@ def test_defaults(rendered):
     assert args["--copy-deadline"] == "1s"
     assert args["--header-read-timeout"] == "10s" and args["--reload-interval"] == "2s"
     assert args["--policy-configmap"] == f"{RELEASE}-pullsecret-injector-policy"
+    # The limits against hostile clients (docs/security.md) and the name the apiserver verifies.
+    assert args["--max-body-memory"] == "32Mi" and args["--body-read-timeout"] == "5s"
+    assert args["--max-connections"] == "256" and args["--idle-timeout"] == "90s"
+    assert args["--tls-server-name"].endswith(f".{NAMESPACE}.svc")
     assert names["deployment"]["spec"]["replicas"] == 2
     assert "priorityClassName" not in names["deployment"]["spec"]["template"]["spec"]
     assert not by_kind(objects, "NetworkPolicy") and not by_kind(objects, "ServiceMonitor")

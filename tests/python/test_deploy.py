@@ -216,6 +216,8 @@ def test_serve_flags_exist(binary):
 def test_deployment_sets_the_newer_serve_flags(rendered, name):
     args = container_args(one(rendered[name], "Deployment"))
     assert args["--header-read-timeout"] == "10s"
+    assert args["--max-body-memory"] == "32Mi" and args["--idle-timeout"] == "90s"
+    assert args["--tls-server-name"] == "pullsecret-injector.$(POD_NAMESPACE).svc"
     assert args["--reload-interval"] == "2s"
 
 

@@ -17,6 +17,12 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
 
+/// The binary `Serve` starts: `PULLSECRET_INJECTOR_BIN` when set (to measure a release build
+/// with the same tests), else the one cargo built for these tests.
+pub fn bin() -> String {
+    std::env::var("PULLSECRET_INJECTOR_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// Generous bound for conditions that normally hold within milliseconds.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -266,7 +272,7 @@ fn lock(logs: &Logs) -> std::sync::MutexGuard<'_, Vec<String>> {
 fn spawn(options: &Options, args: &[&str]) -> (Child, Logs, Receiver<Listeners>) {
     // Every client in these tests uses rustls with ring.
     pullsecret_injector::install_crypto_provider();
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command
         .args(["--log-format", "json", "serve"])
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])

@@ -64,6 +64,27 @@ impl TestCa {
         }
     }
 
+    /// A certificate for `names`, valid from `not_before` to `not_after`.
+    pub fn leaf_with(
+        &self,
+        names: &[&str],
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
     /// A certificate for 127.0.0.1, localhost and the in-cluster service name.
     pub fn leaf(&self) -> Leaf {
         let key = KeyPair::generate().unwrap();
