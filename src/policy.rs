@@ -12,6 +12,9 @@ use thiserror::Error;
 
 use crate::keyring;
 
+mod tokens;
+pub use tokens::{TokenProvider, TokenSource};
+
 /// One problem in a policy document, located for `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{origin}:{line}:{column}: {message}")]
@@ -87,6 +90,8 @@ impl Rule {
 pub struct Policy {
     pub source_namespace: String,
     pub rules: Vec<Rule>,
+    /// `tokenSources`: Secrets in the source namespace that `serve` mints itself.
+    pub token_sources: Vec<TokenSource>,
     /// `excludeNamespaces`, compiled.
     exclude_namespaces: Vec<Glob>,
 }
@@ -134,7 +139,16 @@ impl Policy {
 
     /// Every secret name the policy can hand out (what the cluster side watches).
     pub fn secret_names(&self) -> BTreeSet<String> {
-        self.rules.iter().map(|r| r.secret.clone()).collect()
+        self.rules
+            .iter()
+            .map(|r| r.secret.clone())
+            .chain(self.token_sources.iter().map(|t| t.secret.clone()))
+            .collect()
+    }
+
+    /// The token source that fills the Secret `name`, if any.
+    pub fn token_source(&self, name: &str) -> Option<&TokenSource> {
+        self.token_sources.iter().find(|t| t.secret == name)
     }
 
     /// Whether `namespace` is excluded from injection altogether.
@@ -170,6 +184,8 @@ struct RawPolicy {
     exclude_namespaces: Vec<Spanned<String>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    token_sources: Vec<Spanned<tokens::RawTokenSource>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,16 +303,29 @@ enum Schema {
     Namespaces,
     Selector,
     Expression,
+    TokenSource,
+    Ecr,
+    Google,
+    Azure,
 }
 
 impl Schema {
     fn fields(self) -> &'static [&'static str] {
         match self {
-            Schema::Root => &["sourceNamespace", "excludeNamespaces", "rules"],
+            Schema::Root => &[
+                "sourceNamespace",
+                "excludeNamespaces",
+                "rules",
+                "tokenSources",
+            ],
             Schema::Rule => &["name", "registries", "secret", "namespaces"],
             Schema::Namespaces => &["include", "exclude", "selector"],
             Schema::Selector => &["matchLabels", "matchExpressions"],
             Schema::Expression => &["key", "operator", "values"],
+            Schema::TokenSource => tokens::SOURCE_FIELDS,
+            Schema::Ecr => tokens::ECR_FIELDS,
+            Schema::Google => tokens::GOOGLE_FIELDS,
+            Schema::Azure => tokens::AZURE_FIELDS,
         }
     }
 
@@ -307,6 +336,10 @@ impl Schema {
             (Schema::Rule, "namespaces") => Some(Schema::Namespaces),
             (Schema::Namespaces, "selector") => Some(Schema::Selector),
             (Schema::Selector, "matchExpressions") => Some(Schema::Expression),
+            (Schema::Root, "tokenSources") => Some(Schema::TokenSource),
+            (Schema::TokenSource, "ecr") => Some(Schema::Ecr),
+            (Schema::TokenSource, "google") => Some(Schema::Google),
+            (Schema::TokenSource, "azure") => Some(Schema::Azure),
             _ => None,
         }
     }
@@ -445,9 +478,11 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
         });
     }
 
+    let token_sources = tokens::compile(raw.token_sources, problems);
     Policy {
         source_namespace: raw.source_namespace.value,
         rules,
+        token_sources,
         exclude_namespaces,
     }
 }

@@ -38,6 +38,20 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 if secrets.len() == 1 { "" } else { "s" },
                 policy.source_namespace
             );
+            for source in &policy.token_sources {
+                let used = policy.rules.iter().any(|r| r.secret == source.secret);
+                println!(
+                    "token source {}: {} ({}){}",
+                    source.secret,
+                    source.provider.kind(),
+                    source.provider.fingerprint(),
+                    if used {
+                        ""
+                    } else {
+                        "; no rule hands it out yet"
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(PolicyError(problems)) => {

@@ -255,7 +255,8 @@ impl FakeApiServer {
     }
 
     pub fn get_service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccount> {
-        self.get(Kind::ServiceAccounts, namespace, name).map(from_value)
+        self.get(Kind::ServiceAccounts, namespace, name)
+            .map(from_value)
     }
 
     /// The stored object (namespace "" for cluster-scoped kinds).
