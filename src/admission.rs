@@ -83,10 +83,33 @@ pub struct Answer {
     pub namespace: String,
     /// The Pod's name, or its `generateName` prefix on CREATE.
     pub pod: String,
-    /// `patched` or `unchanged`.
-    pub result: &'static str,
+    pub result: Outcome,
     /// The object with the patch applied (when there was an object).
     pub patched: Option<Value>,
+}
+
+/// What an admitted request got: the label of the `result` metric and the log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A JSON patch was sent.
+    Patched,
+    /// Allowed as it is, no patch.
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,7 +217,7 @@ pub async fn respond(
         uid: request.uid.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         pod: request.name.clone().unwrap_or_default(),
-        result: "unchanged",
+        result: Outcome::Unchanged,
         patched: request.object.clone(),
     };
 
@@ -296,6 +319,26 @@ pub async fn respond(
         &state.webhook_namespace,
     );
 
+    if let Some(cache) = &state.pull_secrets {
+        // Before the copy: a copy equals its source, so the source's facts stand in for it.
+        let lookup = |name: &str| {
+            cache
+                .facts(&answer.namespace, name)
+                .or_else(|| cache.facts(&policy.source_namespace, name))
+        };
+        let warned = crate::diagnose::admission_warnings(
+            &policy,
+            &pod,
+            &decision.secrets,
+            &lookup,
+            crate::expiry::now(),
+        );
+        for w in warned {
+            state.metrics.secret_warning(w.reason);
+            decision.warnings.push(w.message);
+        }
+    }
+
     let dry_run = request.dry_run.unwrap_or(false);
     if let Some(ensurer) = &state.ensurer
         && !dry_run
@@ -317,7 +360,7 @@ pub async fn respond(
                 AdmissionError::Internal(format!("the patch does not apply to the Pod: {e}"))
             })?;
         }
-        answer.result = "patched";
+        answer.result = Outcome::Patched;
         Some(bytes)
     };
     answer.body = encode(&request.uid, patch.as_deref(), decision.warnings)?;
@@ -468,8 +511,8 @@ pub async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Res
     match outcome {
         Ok(answer) => {
             record(&span, &answer);
-            state.metrics.request(answer.result);
-            if answer.result == "patched" {
+            state.metrics.request(answer.result.as_str());
+            if answer.result == Outcome::Patched {
                 state.metrics.patches.inc();
             }
             info!("admitted");
@@ -496,7 +539,7 @@ fn record(span: &Span, answer: &Answer) {
     span.record("uid", answer.uid.as_str());
     span.record("namespace", answer.namespace.as_str());
     span.record("pod", answer.pod.as_str());
-    span.record("result", answer.result);
+    span.record("result", answer.result.as_str());
 }
 
 #[cfg(test)]

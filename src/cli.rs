@@ -43,6 +43,9 @@ pub enum Command {
     Secret(SecretCommand),
     /// Audit a cluster: registry secrets, uncovered Pods, drifted copies, rules that cannot work.
     Audit(AuditArgs),
+    /// Explain, per container, why the kubelet pulls with or without working credentials.
+    #[command(subcommand)]
+    Diagnose(DiagnoseCommand),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +89,13 @@ pub struct ServeArgs {
     /// How long in-flight requests get to finish after SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
+    /// How long a copy that no rule gives its namespace any more (and that nothing there
+    /// references) is kept before it is deleted.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub prune_grace: Duration,
+    /// Never delete copies (they stay when rules stop giving them; `audit` reports them).
+    #[arg(long)]
+    pub no_prune: bool,
     /// Do not talk to a cluster even if a kubeconfig is found: patch only, copy nothing.
     #[arg(long, conflicts_with = "policy_configmap")]
     pub no_cluster: bool,
@@ -274,6 +284,66 @@ pub struct AuditArgs {
     /// NAMESPACE/NAME of the policy ConfigMap.
     #[arg(long, value_name = "NS/NAME")]
     pub policy_configmap: Option<String>,
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    pub output: TextOrJson,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiagnoseCommand {
+    /// One Pod: a verdict per container (init, regular, ephemeral), the kubelet's own words.
+    Pod(DiagnosePodArgs),
+    /// Every Pod of a namespace not running because of image pulls, one line per container.
+    Namespace(DiagnoseNamespaceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnosePodArgs {
+    pub name: String,
+    /// The Pod's namespace (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub options: DiagnoseOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseNamespaceArgs {
+    pub namespace: String,
+    /// Every Pod of the namespace, not only those waiting on an image pull.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub options: DiagnoseOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseOptions {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Policy file, to say which rule covers each image.
+    #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
+    pub policy: Option<PathBuf>,
+    /// NAMESPACE/NAME of the policy ConfigMap (key `policy.yaml`), read from the cluster.
+    #[arg(long, value_name = "NS/NAME")]
+    pub policy_configmap: Option<String>,
+    /// Also authenticate to each registry with the credential the kubelet would send.
+    #[arg(long)]
+    pub verify: bool,
+    /// With --verify: PEM CA bundle for a private registry.
+    #[arg(long, value_name = "FILE", requires = "verify")]
+    pub ca_file: Option<PathBuf>,
+    #[arg(long, requires = "verify")]
+    pub insecure_skip_tls_verify: bool,
+    /// With --verify: plain HTTP (a registry on localhost without TLS).
+    #[arg(long, requires = "verify")]
+    pub plain_http: bool,
+    /// With --verify: time limit per registry request.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub timeout: Duration,
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     pub output: TextOrJson,
 }

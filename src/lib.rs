@@ -2,9 +2,13 @@
 //! secrets its images need and keeps their copies current.
 
 pub mod admission;
+mod audit;
 pub mod cli;
 pub mod cmd;
+pub mod coverage;
+pub mod diagnose;
 pub mod dockerconfig;
+pub mod expiry;
 pub mod k8s;
 pub mod keyring;
 pub mod metrics;

@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
         Command::Certs(args) => cmd::certs::run(args).await,
         Command::Secret(command) => cmd::secret::run(command).await,
         Command::Audit(args) => cmd::audit::run(args).await,
+        Command::Diagnose(command) => cmd::diagnose::run(command).await,
     };
     match result {
         Ok(code) => code,

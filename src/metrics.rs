@@ -31,6 +31,11 @@ pub struct SecretLabel {
     pub secret: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Admission requests by result: patched, unchanged, invalid, error.
@@ -57,6 +62,8 @@ pub struct Metrics {
     pub token_mint_failures: Family<TokenLabels, Counter>,
     /// Expiry of each token Secret's credential, Unix seconds.
     pub token_expiry: Family<SecretLabel, Gauge>,
+    /// Admission warnings about a Secret the kubelet would not use, by verdict.
+    pub secret_warnings: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -140,6 +147,12 @@ impl Metrics {
             "When each token Secret's credential expires (Unix time)",
             token_expiry.clone(),
         );
+        let secret_warnings = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "admission_secret_warnings",
+            "Admission warnings about a Secret the kubelet would not use for the Pod's image, by reason",
+            secret_warnings.clone(),
+        );
         Self {
             registry,
             token_mints,
@@ -154,6 +167,7 @@ impl Metrics {
             copies,
             unmanaged_conflicts,
             drift_repaired,
+            secret_warnings,
         }
     }
 
@@ -187,6 +201,14 @@ impl Metrics {
                 secret: secret.to_string(),
                 provider: provider.to_string(),
                 result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn secret_warning(&self, reason: &str) {
+        self.secret_warnings
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }

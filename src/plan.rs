@@ -55,14 +55,15 @@ pub struct Namespace<'a> {
 }
 
 /// One image of the Pod and where it came from.
-struct PodImage<'p> {
+pub(crate) struct PodImage<'p> {
     /// `container "web"`, `initContainer "init"`, `ephemeralContainer "debug"`.
-    kind: &'static str,
-    container: &'p str,
-    image: &'p str,
+    pub(crate) kind: &'static str,
+    pub(crate) container: &'p str,
+    pub(crate) image: &'p str,
 }
 
-fn pod_images(pod: &Pod) -> Vec<PodImage<'_>> {
+/// The Pod's images in the kubelet's pull order (init, regular, ephemeral); empty ones left out.
+pub(crate) fn pod_images(pod: &Pod) -> Vec<PodImage<'_>> {
     let Some(spec) = &pod.spec else {
         return Vec::new();
     };

@@ -42,6 +42,9 @@ pub struct Rule {
     namespaces: Option<NamespaceFilter>,
     /// `registries`, parsed once for matching.
     patterns: Vec<keyring::SchemelessUrl>,
+    /// `serviceAccounts`: ServiceAccount names (or `*`) that also list the secret in
+    /// their `imagePullSecrets`; empty = the rule acts on Pods only.
+    pub service_accounts: Vec<String>,
 }
 
 /// Whether a rule may act in a namespace.
@@ -77,6 +80,13 @@ impl Rule {
         }
     }
 
+    /// Whether the rule keeps its secret listed on the ServiceAccount `name`.
+    pub fn names_service_account(&self, name: &str) -> bool {
+        self.service_accounts
+            .iter()
+            .any(|sa| sa == SERVICE_ACCOUNTS_ALL || sa == name)
+    }
+
     /// Whether the rule has a label selector (needs namespace labels to decide).
     pub fn has_selector(&self) -> bool {
         self.namespaces
@@ -84,6 +94,9 @@ impl Rule {
             .is_some_and(|f| f.selector.is_some())
     }
 }
+
+/// `serviceAccounts: ["*"]`: every ServiceAccount of the namespace.
+pub const SERVICE_ACCOUNTS_ALL: &str = "*";
 
 /// A validated, compiled policy.
 #[derive(Debug, Clone)]
@@ -157,6 +170,25 @@ impl Policy {
             || self.exclude_namespaces.iter().any(|g| g.matches(namespace))
     }
 
+    /// Whether `rule` gives `namespace` its secret: the namespace is not excluded and the
+    /// rule's filters admit it. `None` when that depends on labels that are not known.
+    pub fn rule_applies(
+        &self,
+        rule: &Rule,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+        webhook_namespace: &str,
+    ) -> Option<bool> {
+        if self.namespace_excluded(namespace, webhook_namespace) {
+            return Some(false);
+        }
+        match rule.namespace_verdict(namespace, labels) {
+            NamespaceVerdict::Applies => Some(true),
+            NamespaceVerdict::Excluded => Some(false),
+            NamespaceVerdict::LabelsUnknown => None,
+        }
+    }
+
     /// Rules whose registries match `lookup_target` and whose namespace filters admit the
     /// namespace, in rule order. A rule with a selector is not applied when `labels` is `None`.
     pub fn matching_rules<'a>(
@@ -196,6 +228,8 @@ struct RawRule {
     secret: Spanned<String>,
     #[serde(default)]
     namespaces: Option<RawNamespaces>,
+    #[serde(default)]
+    service_accounts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,7 +352,13 @@ impl Schema {
                 "rules",
                 "tokenSources",
             ],
-            Schema::Rule => &["name", "registries", "secret", "namespaces"],
+            Schema::Rule => &[
+                "name",
+                "registries",
+                "secret",
+                "namespaces",
+                "serviceAccounts",
+            ],
             Schema::Namespaces => &["include", "exclude", "selector"],
             Schema::Selector => &["matchLabels", "matchExpressions"],
             Schema::Expression => &["key", "operator", "values"],
@@ -458,6 +498,8 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
             );
         }
 
+        let service_accounts =
+            compile_service_accounts(rule.service_accounts, &name.value, problems);
         let namespaces = rule.namespaces.map(|ns| NamespaceFilter {
             include: compile_namespace_globs(&ns.include, "namespaces.include", problems),
             exclude: compile_namespace_globs(&ns.exclude, "namespaces.exclude", problems),
@@ -475,6 +517,7 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
             secret: rule.secret.value,
             namespaces,
             patterns,
+            service_accounts,
         });
     }
 
@@ -515,6 +558,44 @@ fn compile_namespace_globs(
         match Glob::compile(&glob.value) {
             Ok(g) => out.push(g),
             Err(why) => problems.at(glob, format!("{field}: bad glob {:?}: {why}", glob.value)),
+        }
+    }
+    out
+}
+
+/// ServiceAccount names are DNS subdomains; `*` stands for all of them. Repeats are dropped.
+fn compile_service_accounts(
+    raw: Option<Spanned<Vec<Spanned<String>>>>,
+    rule: &str,
+    problems: &mut Problems<'_>,
+) -> Vec<String> {
+    let Some(raw) = raw else {
+        return Vec::new();
+    };
+    if raw.value.is_empty() {
+        problems.at(
+            &raw,
+            format!(
+                "rule {rule:?}: serviceAccounts is empty; list names (or \"*\") or leave the field out"
+            ),
+        );
+    }
+    let mut out: Vec<String> = Vec::with_capacity(raw.value.len());
+    for sa in raw.value {
+        if sa.value != SERVICE_ACCOUNTS_ALL
+            && let Err(why) = dns_subdomain(&sa.value)
+        {
+            problems.at(
+                &sa,
+                format!(
+                    "rule {rule:?}: serviceAccounts: {:?} is not a valid ServiceAccount name: {why}",
+                    sa.value
+                ),
+            );
+            continue;
+        }
+        if !out.contains(&sa.value) {
+            out.push(sa.value);
         }
     }
     out
@@ -1117,5 +1198,81 @@ rules:
         assert!(dns_subdomain("-x").is_err());
         assert!(dns_subdomain("a..b").is_err());
         assert!(dns_subdomain(&"a".repeat(254)).is_err());
+    }
+
+    #[test]
+    fn service_accounts_are_names_or_star() {
+        let text = "\
+sourceNamespace: creds
+rules:
+  - name: gitlab
+    registries: [\"registry.gitlab.com/acme/\"]
+    secret: gitlab-pull
+    serviceAccounts: [default, builder, default]
+  - name: all
+    registries: [\"registry.example.com\"]
+    secret: example-pull
+    serviceAccounts: [\"*\"]
+  - name: pods-only
+    registries: [\"registry.example.org\"]
+    secret: org-pull
+";
+        let policy = Policy::parse(text, "policy.yaml").unwrap();
+        let [gitlab, all, pods_only] = &policy.rules[..] else {
+            panic!("three rules");
+        };
+        assert_eq!(gitlab.service_accounts, vec!["default", "builder"]);
+        assert!(gitlab.names_service_account("builder"));
+        assert!(!gitlab.names_service_account("deployer"));
+        assert!(all.names_service_account("anything"));
+        assert!(pods_only.service_accounts.is_empty());
+        assert!(!pods_only.names_service_account("default"));
+    }
+
+    #[test]
+    fn bad_service_accounts_are_located() {
+        let text = "\
+sourceNamespace: creds
+rules:
+  - name: a
+    registries: [\"registry.example.com\"]
+    secret: a-pull
+    serviceAccounts: [Builder]
+  - name: b
+    registries: [\"registry.example.com\"]
+    secret: b-pull
+    serviceAccounts: []
+";
+        assert_eq!(
+            problems(text),
+            vec![
+                "policy.yaml:6:23: rule \"a\": serviceAccounts: \"Builder\" is not a valid ServiceAccount name: use lowercase letters, digits, '-' and '.'",
+                "policy.yaml:10:22: rule \"b\": serviceAccounts is empty; list names (or \"*\") or leave the field out",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rule_applies_unless_excluded_and_waits_for_unknown_labels() {
+        let policy = Policy::parse(GOOD, "policy.yaml").unwrap();
+        let gitlab = &policy.rules[0];
+        let selected = BTreeMap::from([("registry-access".to_string(), "gitlab".to_string())]);
+        assert_eq!(
+            policy.rule_applies(gitlab, "team-a", Some(&selected), "psi"),
+            Some(true)
+        );
+        assert_eq!(policy.rule_applies(gitlab, "team-a", None, "psi"), None);
+        assert_eq!(
+            policy.rule_applies(gitlab, "team-a", Some(&BTreeMap::new()), "psi"),
+            Some(false)
+        );
+        assert_eq!(
+            policy.rule_applies(&policy.rules[1], "kube-system", None, "psi"),
+            Some(false)
+        );
+        assert_eq!(
+            policy.rule_applies(&policy.rules[1], "psi", None, "psi"),
+            Some(false)
+        );
     }
 }

@@ -83,6 +83,13 @@ pub trait SecretEnsurer: Send + Sync {
     ) -> BoxFuture<'a, Vec<String>>;
 }
 
+/// What the watch caches know about the Secrets the policy names (no I/O): the summary
+/// computed when the Secret arrived, for the admission warning.
+pub trait PullSecretFacts: Send + Sync {
+    /// The Secret `namespace/name`, if it is cached.
+    fn facts(&self, namespace: &str, name: &str) -> Option<Arc<crate::diagnose::SecretFacts>>;
+}
+
 /// Readiness conditions by component, with a human-readable detail for /readyz.
 #[derive(Default)]
 pub struct Health {
@@ -131,6 +138,9 @@ pub struct AppState {
     pub policy: Arc<PolicyStore>,
     pub namespaces: Arc<dyn NamespaceLabels>,
     pub ensurer: Option<Arc<dyn SecretEnsurer>>,
+    /// Cached Secret summaries (cluster side), for warnings about Secrets the kubelet would
+    /// not use.
+    pub pull_secrets: Option<Arc<dyn PullSecretFacts>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     /// Always excluded from injection.
@@ -149,6 +159,7 @@ impl AppState {
             policy: Arc::new(store),
             namespaces: Arc::new(StaticNamespaces::default()),
             ensurer: None,
+            pull_secrets: None,
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::default()),
             webhook_namespace: webhook_namespace.to_string(),

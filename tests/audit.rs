@@ -431,6 +431,52 @@ fn stale_and_hand_edited_copies_are_told_apart_by_the_source_hash() {
     }
 }
 
+#[test]
+fn a_copy_written_from_an_earlier_source_namespace_is_stale_as_the_copier_sees_it() {
+    let gitlab = config(&["registry.gitlab.com"]);
+    let policy = Policy::parse(
+        "sourceNamespace: new-creds\nrules:\n  - name: gitlab\n    registries: [\"registry.gitlab.com/acme/\"]\n    secret: gitlab-pull\n",
+        "policy.yaml",
+    )
+    .unwrap();
+    let secrets: Vec<Secret> = [
+        // The same credentials in the old and the new source namespace.
+        secret("old-creds", "gitlab-pull", JSON_TYPE, &gitlab),
+        secret("new-creds", "gitlab-pull", JSON_TYPE, &gitlab),
+        // Written while the policy said `sourceNamespace: old-creds`.
+        copy_of("team-a", "gitlab-pull", "old-creds/gitlab-pull", &gitlab),
+        // Written since the change: current.
+        copy_of("team-b", "gitlab-pull", "new-creds/gitlab-pull", &gitlab),
+    ]
+    .into_iter()
+    .map(|v| serde_json::from_value(v).unwrap())
+    .collect();
+    let facts = ClusterFacts {
+        rule_sources: [("gitlab-pull".to_string(), Some(secrets[1].clone()))].into(),
+        secrets,
+        pods: Vec::new(),
+        namespaces: Vec::new(),
+    };
+    let report = audit(&facts, Some(&policy), "pullsecret-injector");
+    let copies: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.code.starts_with("copy-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:#?}");
+    assert_eq!(copies[0].code, "copy-stale");
+    assert_eq!(copies[0].object, "Secret team-a/gitlab-pull");
+    assert!(
+        copies[0].message.contains("old-creds/gitlab-pull")
+            && copies[0].message.contains("new-creds/gitlab-pull"),
+        "{}",
+        copies[0].message
+    );
+    // Without the policy only the copy's own record counts, and it matches its source.
+    let report = audit(&facts, None, "pullsecret-injector");
+    assert!(report.findings.iter().all(|f| !f.code.starts_with("copy-")));
+}
+
 // ---------------------------------------------------------------------------------------
 // The command against a (fake) API server, through a kubeconfig.
 

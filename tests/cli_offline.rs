@@ -96,6 +96,7 @@ fn explain_json_has_exactly_the_documented_keys() {
             "lookupTarget": "registry.gitlab.com/acme/mirror/app",
             "rules": ["gitlab", "gitlab-mirror"],
             "secrets": ["gitlab-deploy-token"],
+            "serviceAccounts": [],
         })
     );
 }
@@ -137,7 +138,7 @@ fn explain_of_an_invalid_image_is_an_answer_not_an_error() {
     assert_eq!(v["valid"], false);
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     assert_eq!(v["registry"], Value::Null);
-    assert_eq!(v.as_object().unwrap().len(), 10);
+    assert_eq!(v.as_object().unwrap().len(), 11);
 
     let text = cli::run(&["explain", "--image", "nginx"], b"");
     assert_eq!(text.status.code(), Some(0));

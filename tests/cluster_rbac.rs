@@ -1,5 +1,6 @@
 //! The RBAC in deploy/RBAC.md is enough: every API request `serve` makes while it creates,
-//! updates, repairs and recreates copies, records Events and reads its policy is one those
+//! updates, repairs, recreates and prunes copies, keeps Secrets listed on ServiceAccounts,
+//! records Events and reads its policy is one those
 //! rules allow, as kube-apiserver's RBAC authorizer decides it (resourceNames apply to list
 //! and watch only through a `metadata.name` field selector, never to create).
 
@@ -12,7 +13,39 @@ use cluster_support::*;
 use futures::future::join_all;
 use k8s_openapi::ByteString;
 use serde::Deserialize;
-use support::fake_apiserver::{Kind, LoggedRequest};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use support::fake_apiserver::{FakeApiServer, Kind, LoggedRequest, Match};
+
+fn service_account(namespace: &str, name: &str, pull_secrets: &[&str]) -> ServiceAccount {
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
+        image_pull_secrets: Some(
+            pull_secrets
+                .iter()
+                .map(|n| LocalObjectReference {
+                    name: n.to_string(),
+                })
+                .collect(),
+        ),
+        ..ServiceAccount::default()
+    }
+}
+
+fn listed(api: &FakeApiServer, namespace: &str, name: &str) -> Vec<String> {
+    api.get_service_account(namespace, name)
+        .and_then(|sa| sa.image_pull_secrets)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -144,11 +177,15 @@ async fn every_request_serve_makes_is_allowed_by_the_documented_rbac() {
     }
 
     let api = cluster().await;
+    // ServiceAccount mode too: the ServiceAccount cache, patches, re-reads, and a prune.
+    let sa_policy = format!("{}    serviceAccounts: [default]\n", policy_yaml(SECRET));
+    api.put_configmap(&policy_configmap(&sa_policy));
     for ns in ["rbac-a", "rbac-b", "rbac-u"] {
         api.put_namespace(ns, &[]);
+        api.put_service_account(&service_account(ns, "default", &["theirs"]));
     }
     api.put_secret(&pull_secret("rbac-u", SECRET, "theirs"));
-    let hooks = join_all((0..2).map(|_| Webhook::start(&api, &[]))).await;
+    let hooks = join_all((0..2).map(|_| Webhook::start(&api, &["--prune-grace", "1s"]))).await;
 
     // Copies created by racing replicas, an unmanaged Secret (Event), a rotation (updates,
     // conflicts between the replicas), a hand edit (drift), a type change (delete, create).
@@ -196,6 +233,36 @@ async fn every_request_serve_makes_is_allowed_by_the_documented_rbac() {
     })
     .await;
 
+    // A user edit lands while a ServiceAccount patch is in flight: refused, re-read (get).
+    let patches = Match::any().method("PATCH").resource("serviceaccounts");
+    let before = api.count(&patches);
+    api.delay(patches.clone(), Duration::from_millis(1500), Some(1));
+    api.put_namespace("rbac-c", &[]);
+    api.put_service_account(&service_account("rbac-c", "default", &[]));
+    eventually("a ServiceAccount patch in flight", DEADLINE, || async {
+        (api.count(&patches) > before).then_some(())
+    })
+    .await;
+    api.put_service_account(&service_account("rbac-c", "default", &["theirs"]));
+    // The rule stops applying to rbac-b: our entry is taken back and the copy pruned.
+    api.put_configmap(&policy_configmap(&format!(
+        "{sa_policy}    namespaces:\n      exclude: [rbac-b]\n"
+    )));
+    eventually("rbac-b's copy pruned", DEADLINE, || async {
+        (api.get_secret("rbac-b", SECRET).is_none()
+            && listed(&api, "rbac-b", "default") == ["theirs"])
+        .then_some(())
+    })
+    .await;
+    for ns in ["rbac-a", "rbac-c"] {
+        eventually(
+            "the secret listed after the user's entries",
+            DEADLINE,
+            || async { (listed(&api, ns, "default") == ["theirs", SECRET]).then_some(()) },
+        )
+        .await;
+    }
+
     let requests: Vec<LoggedRequest> = api
         .requests()
         .into_iter()
@@ -227,6 +294,19 @@ async fn every_request_serve_makes_is_allowed_by_the_documented_rbac() {
         assert!(
             requests.iter().any(|r| verb(r) == needed),
             "no {needed} request seen"
+        );
+    }
+    for (resource, needed) in [
+        ("serviceaccounts", "patch"),
+        ("serviceaccounts", "get"),
+        ("serviceaccounts", "watch"),
+        ("pods", "list"),
+    ] {
+        assert!(
+            requests
+                .iter()
+                .any(|r| verb(r) == needed && r.resource.as_deref() == Some(resource)),
+            "no {needed} {resource} request seen"
         );
     }
 }

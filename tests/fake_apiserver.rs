@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LocalObjectReference, Namespace, ObjectReference, Pod, Secret, ServiceAccount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -1672,4 +1674,182 @@ async fn server_side_apply_upserts_and_drops_fields_the_manager_stopped_applying
             .expect_err("terminating"),
     );
     assert_eq!(err.code, 403);
+}
+
+fn service_account(ns: &str, name: &str, pull_secrets: &[&str]) -> ServiceAccount {
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        image_pull_secrets: Some(
+            pull_secrets
+                .iter()
+                .map(|n| LocalObjectReference {
+                    name: n.to_string(),
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn pull_secret_names(sa: &ServiceAccount) -> Vec<String> {
+    sa.image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// k8s.io/api core/v1 ServiceAccount: `secrets` has `patchStrategy:"merge"
+/// patchMergeKey:"name"`, `imagePullSecrets` has neither (the API reference says "Atomic: will
+/// be replaced during a merge"). A strategic merge patch that means to add one pull secret
+/// therefore drops every other one: the trap peers fall into.
+#[tokio::test]
+async fn service_account_strategic_merge_replaces_image_pull_secrets_and_merges_secrets_by_name() {
+    let api = FakeApiServer::start().await;
+    let sas: Api<ServiceAccount> = Api::namespaced(api.client().await, "default");
+    let mut sa = service_account("default", "builder", &["theirs", "also-theirs"]);
+    sa.secrets = Some(vec![ObjectReference {
+        name: Some("token-a".into()),
+        ..Default::default()
+    }]);
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create");
+
+    let patched = sas
+        .patch(
+            "builder",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({
+                "imagePullSecrets": [{"name": "ours"}],
+                "secrets": [{"name": "token-b"}],
+            })),
+        )
+        .await
+        .expect("strategic patch");
+    assert_eq!(pull_secret_names(&patched), vec!["ours"], "list replaced");
+    let secrets: Vec<String> = patched
+        .secrets
+        .iter()
+        .flatten()
+        .filter_map(|r| r.name.clone())
+        .collect();
+    assert_eq!(secrets, vec!["token-a", "token-b"], "merged by name");
+
+    // `$patch: delete` takes one keyed item out.
+    let patched = sas
+        .patch(
+            "builder",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"secrets": [{"name": "token-a", "$patch": "delete"}]})),
+        )
+        .await
+        .expect("strategic delete");
+    let secrets: Vec<String> = patched
+        .secrets
+        .iter()
+        .flatten()
+        .filter_map(|r| r.name.clone())
+        .collect();
+    assert_eq!(secrets, vec!["token-b"]);
+}
+
+/// The apiserver's patch handler answers a JSON patch that does not apply with
+/// `NewGenericServerResponse(422, ...)`: reason Invalid, the generic message, empty details,
+/// and nothing written.
+#[tokio::test]
+async fn a_json_patch_whose_test_fails_is_422_invalid_and_changes_nothing() {
+    let api = FakeApiServer::start().await;
+    let sas: Api<ServiceAccount> = Api::namespaced(api.client().await, "default");
+    let created = sas
+        .create(
+            &PostParams::default(),
+            &service_account("default", "app", &["theirs"]),
+        )
+        .await
+        .expect("create");
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/imagePullSecrets", "value": [{"name": "something-else"}]},
+        {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "ours"}},
+    ]))
+    .expect("ops");
+    let err = api_error(
+        sas.patch("app", &PatchParams::default(), &Patch::<()>::Json(ops))
+            .await
+            .expect_err("test fails"),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "the server rejected our request due to an error in our request"
+    );
+    let raw = api
+        .get(Kind::ServiceAccounts, "default", "app")
+        .expect("still there");
+    assert_eq!(
+        raw["metadata"]["resourceVersion"],
+        json!(created.metadata.resource_version),
+        "nothing was written"
+    );
+
+    // The same test against the current list passes and the append lands after it.
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": created.metadata.resource_version},
+        {"op": "test", "path": "/imagePullSecrets", "value": [{"name": "theirs"}]},
+        {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "ours"}},
+    ]))
+    .expect("ops");
+    let patched = sas
+        .patch("app", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .expect("test passes");
+    assert_eq!(pull_secret_names(&patched), vec!["theirs", "ours"]);
+}
+
+#[tokio::test]
+async fn service_account_writes_with_a_stale_resource_version_are_409_conflict() {
+    let api = FakeApiServer::start().await;
+    let sas: Api<ServiceAccount> = Api::namespaced(api.client().await, "default");
+    let v1 = sas
+        .create(
+            &PostParams::default(),
+            &service_account("default", "app", &[]),
+        )
+        .await
+        .expect("create");
+    let mut edit = v1.clone();
+    edit.image_pull_secrets = Some(vec![LocalObjectReference {
+        name: "theirs".into(),
+    }]);
+    sas.replace("app", &PostParams::default(), &edit)
+        .await
+        .expect("update with the current resourceVersion");
+
+    // v1's resourceVersion is stale now.
+    let err = api_error(
+        sas.replace("app", &PostParams::default(), &v1)
+            .await
+            .expect_err("stale update"),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    let stale = json!({
+        "metadata": {"resourceVersion": v1.metadata.resource_version},
+        "imagePullSecrets": [{"name": "ours"}],
+    });
+    let err = api_error(
+        sas.patch("app", &PatchParams::default(), &Patch::Merge(stale))
+            .await
+            .expect_err("stale patch"),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    let now = sas.get("app").await.expect("get");
+    assert_eq!(
+        pull_secret_names(&now),
+        vec!["theirs"],
+        "the user's edit stands"
+    );
 }

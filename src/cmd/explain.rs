@@ -24,6 +24,18 @@ struct Explanation {
     lookup_target: Option<String>,
     rules: Vec<String>,
     secrets: Vec<String>,
+    /// Matching rules in ServiceAccount mode: the ServiceAccounts of the namespace that list
+    /// the secret, so Pods running as them get it even without the webhook.
+    service_accounts: Vec<ServiceAccountCoverage>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceAccountCoverage {
+    rule: String,
+    secret: String,
+    /// As the policy writes them; `*` is every ServiceAccount of the namespace.
+    service_accounts: Vec<String>,
 }
 
 /// `explain`: how one image is normalized and which rules and secrets a Pod using it gets.
@@ -47,6 +59,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         lookup_target: None,
         rules: Vec::new(),
         secrets: Vec::new(),
+        service_accounts: Vec::new(),
     };
     let mut notes = Vec::new();
     match ImageRef::parse(&args.image) {
@@ -117,6 +130,16 @@ fn apply_policy(
     // Rules in policy order, whatever secret they share.
     out.rules
         .sort_by_key(|name| policy.rules.iter().position(|r| &r.name == name));
+    out.service_accounts = policy
+        .rules
+        .iter()
+        .filter(|r| out.rules.contains(&r.name) && !r.service_accounts.is_empty())
+        .map(|r| ServiceAccountCoverage {
+            rule: r.name.clone(),
+            secret: r.secret.clone(),
+            service_accounts: r.service_accounts.clone(),
+        })
+        .collect();
     notes.extend(decision.warnings);
     Ok(notes)
 }
@@ -151,6 +174,17 @@ fn print_text(e: &Explanation, notes: &[String]) {
     };
     println!("rules:          {}", list(&e.rules));
     println!("secrets:        {}", list(&e.secrets));
+    for sa in &e.service_accounts {
+        let who = if sa.service_accounts.iter().any(|n| n == "*") {
+            "every ServiceAccount".to_string()
+        } else {
+            format!("ServiceAccounts {}", sa.service_accounts.join(", "))
+        };
+        println!(
+            "serviceAccounts: {} listed on {who} of the namespace (rule {}): Pods running as them get it even while the webhook is down",
+            sa.secret, sa.rule
+        );
+    }
     for note in notes {
         println!("note:           {note}");
     }

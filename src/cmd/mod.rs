@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod diagnose;
 pub mod explain;
 pub mod review;
 pub mod secret;

@@ -43,6 +43,9 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     labels
         .entry("kubernetes.io/metadata.name".to_string())
         .or_insert_with(|| namespace.clone());
+    if let Some(note) = service_account_note(&policy, &body, &namespace, &labels, &args) {
+        eprintln!("note: {note}");
+    }
     let mut state = AppState::offline(Some(policy), &args.webhook_namespace);
     state.namespaces = Arc::new(StaticNamespaces(BTreeMap::from([(namespace, labels)])));
 
@@ -68,6 +71,40 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// ServiceAccount coverage of the reviewed Pod: the secrets its ServiceAccount lists under
+/// the policy. Offline the Pod is seen as written; in a cluster the ServiceAccount admission
+/// plugin copies them into it before any webhook runs (and the webhook then adds no
+/// duplicate).
+fn service_account_note(
+    policy: &crate::policy::Policy,
+    body: &[u8],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    args: &ReviewArgs,
+) -> Option<String> {
+    let review: Value = serde_json::from_slice(body).ok()?;
+    let spec = review.pointer("/request/object/spec")?;
+    let account = spec
+        .get("serviceAccountName")
+        .or_else(|| spec.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    let wanted = crate::coverage::wanted(
+        policy,
+        namespace,
+        Some(labels),
+        account,
+        &args.webhook_namespace,
+    );
+    (!wanted.names.is_empty()).then(|| {
+        format!(
+            "ServiceAccount {namespace}/{account} lists {} (ServiceAccount mode); in a cluster the ServiceAccount admission plugin adds them to this Pod before the webhook runs",
+            wanted.names.join(", ")
+        )
+    })
 }
 
 fn read_input(input: &str) -> anyhow::Result<Vec<u8>> {

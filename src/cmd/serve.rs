@@ -46,6 +46,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics: metrics.clone(),
         webhook_namespace: args.namespace.clone(),
         policy_configmap: args.policy_configmap.clone(),
+        prune_grace: (!args.no_prune).then_some(args.prune_grace),
     };
     let cluster = connect_cluster(args.no_cluster, wiring).await?;
     let cluster: Option<ClusterParts> = match cluster {
@@ -95,6 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         policy: policy.clone(),
         namespaces,
         ensurer,
+        pull_secrets: cluster.as_ref().map(|p| p.cluster.pull_secrets.clone()),
         metrics: metrics.clone(),
         health: health.clone(),
         webhook_namespace: args.namespace.clone(),
@@ -203,6 +205,8 @@ pub struct ClusterWiring {
     pub webhook_namespace: String,
     /// `--policy-configmap`: the ConfigMap (key `policy.yaml`) in `webhook_namespace` to watch.
     pub policy_configmap: Option<String>,
+    /// `--prune-grace`, or `None` with `--no-prune`.
+    pub prune_grace: Option<Duration>,
 }
 
 /// What the cluster side gives the request path.
@@ -240,7 +244,9 @@ async fn start_cluster_side(
     client: kube::Client,
     wiring: ClusterWiring,
 ) -> anyhow::Result<ClusterParts> {
-    let config = crate::k8s::ClusterConfig::new(&wiring.webhook_namespace, wiring.policy_configmap);
+    let mut config =
+        crate::k8s::ClusterConfig::new(&wiring.webhook_namespace, wiring.policy_configmap);
+    config.prune_grace = wiring.prune_grace;
     let cluster =
         crate::k8s::start(client, config, wiring.policy, wiring.health, wiring.metrics).await?;
     Ok(ClusterParts {

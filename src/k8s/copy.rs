@@ -109,6 +109,23 @@ fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// Whether a copy's type and data are still what it recorded when we wrote it (no one has
+/// edited it since).
+pub(crate) fn unchanged_since_written(copy: &Secret) -> bool {
+    annotation(copy, ANNOTATION_SOURCE_HASH) == Some(content_hash(copy).as_str())
+}
+
+/// Whether `secret` is a copy we may delete: our label, a source annotation naming a Secret
+/// of its own name, and content unchanged since we wrote it. Checked before every delete
+/// (the delete then carries the resourceVersion of exactly this object).
+pub(crate) fn deletable_copy(secret: &Secret) -> bool {
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let names_itself = annotation(secret, ANNOTATION_SOURCE)
+        .and_then(|s| s.split_once('/'))
+        .is_some_and(|(ns, source)| !ns.is_empty() && source == name);
+    is_managed(secret) && names_itself && unchanged_since_written(secret)
+}
+
 /// What a managed copy needs to match its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CopyState {
@@ -126,12 +143,11 @@ pub(crate) enum CopyState {
 pub(crate) fn compare(copy: &Secret, source: &Secret, source_namespace: &str) -> CopyState {
     let wanted = content_hash(source);
     let actual = content_hash(copy);
-    let recorded = annotation(copy, ANNOTATION_SOURCE_HASH);
     let name = copy.metadata.name.as_deref().unwrap_or_default();
     let from = annotation(copy, ANNOTATION_SOURCE);
     if secret_type(copy) != secret_type(source) {
         CopyState::TypeChanged
-    } else if recorded != Some(actual.as_str()) {
+    } else if !unchanged_since_written(copy) {
         CopyState::Drifted
     } else if actual != wanted || from != Some(source_ref(source_namespace, name).as_str()) {
         CopyState::Stale
@@ -287,6 +303,36 @@ mod tests {
         assert_eq!(updated.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(updated.data, v2.data);
         assert_eq!(compare(&updated, &v2, "creds"), CopyState::Current);
+    }
+
+    #[test]
+    fn only_our_unchanged_copies_are_deletable() {
+        let copy = build_copy(&source(b"v1"), "creds", "regcred", "team-a");
+        assert!(deletable_copy(&copy));
+        let mut edited = copy.clone();
+        edited.data = Some(BTreeMap::from([(
+            ".dockerconfigjson".into(),
+            ByteString(b"mine".to_vec()),
+        )]));
+        assert!(!deletable_copy(&edited), "edited by hand");
+        let mut unlabelled = copy.clone();
+        unlabelled.metadata.labels = None;
+        assert!(!deletable_copy(&unlabelled), "not managed");
+        let mut elsewhere = copy.clone();
+        elsewhere
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_SOURCE.into(), "creds/other".into());
+        assert!(!deletable_copy(&elsewhere), "source of another name");
+        let mut anonymous = copy;
+        anonymous
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .remove(ANNOTATION_SOURCE);
+        assert!(!deletable_copy(&anonymous), "no source annotation");
+        assert!(!deletable_copy(&source(b"v1")), "a source");
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! following source rotations, repairing drift) runs in background tasks started by [`start`].
 
 mod copier;
-mod copy;
+pub(crate) mod copy;
 mod namespaces;
 mod policy_source;
+mod prune;
 mod secrets;
+mod service_accounts;
 mod tokens;
 
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
-use crate::state::{Health, NamespaceLabels, PolicyStore, SecretEnsurer};
+use crate::state::{Health, NamespaceLabels, PolicyStore, PullSecretFacts, SecretEnsurer};
 
 pub use copy::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
@@ -45,6 +47,9 @@ pub struct ClusterConfig {
     pub policy_configmap: Option<String>,
     /// Names this replica in Events (the Pod name, from `POD_NAME`, when set).
     pub instance: Option<String>,
+    /// How long a copy no rule gives its namespace waits before it is deleted; `None`: copies
+    /// are never deleted.
+    pub prune_grace: Option<Duration>,
 }
 
 impl ClusterConfig {
@@ -53,14 +58,19 @@ impl ClusterConfig {
             webhook_namespace: webhook_namespace.to_string(),
             policy_configmap,
             instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
+            prune_grace: Some(DEFAULT_PRUNE_GRACE),
         }
     }
 }
+
+/// `serve --prune-grace` default: long enough that a policy edit undone at once deletes nothing.
+pub const DEFAULT_PRUNE_GRACE: Duration = Duration::from_secs(30);
 
 /// The running cluster side: what `AppState` needs, and the tasks to stop on shutdown.
 pub struct Cluster {
     pub namespaces: Arc<dyn NamespaceLabels>,
     pub ensurer: Arc<dyn SecretEnsurer>,
+    pub pull_secrets: Arc<dyn PullSecretFacts>,
     tasks: Vec<JoinHandle<()>>,
     secrets: Arc<secrets::SecretCaches>,
 }
@@ -129,22 +139,47 @@ pub async fn start(
     tasks.push(tokio::spawn(refresher.run()));
 
     let copier = copier::Copier::new(
-        client,
+        client.clone(),
         config.instance.clone(),
         policy.clone(),
         namespaces.clone(),
         secrets.clone(),
-        metrics,
+        metrics.clone(),
     );
     tasks.push(tokio::spawn(copier.clone().run(trigger_rx)));
     tasks.push(tokio::spawn(secrets::follow_policy(
         secrets.clone(),
-        policy,
+        policy.clone(),
     )));
+
+    let (accounts, account_tasks) = service_accounts::start(
+        client.clone(),
+        policy.clone(),
+        namespaces.clone(),
+        copier.clone(),
+        config.webhook_namespace.clone(),
+        health,
+    );
+    tasks.extend(account_tasks);
+    if let Some(grace) = config.prune_grace {
+        let pruner = prune::Pruner {
+            client,
+            instance: config.instance.clone(),
+            policy,
+            namespaces: namespaces.clone(),
+            secrets: secrets.clone(),
+            accounts,
+            metrics,
+            webhook_namespace: config.webhook_namespace.clone(),
+            grace,
+        };
+        tasks.push(tokio::spawn(pruner.run()));
+    }
 
     Ok(Cluster {
         namespaces,
         ensurer: copier,
+        pull_secrets: secrets.clone(),
         tasks,
         secrets,
     })

@@ -26,7 +26,7 @@ pub(crate) struct NamespaceCache {
 }
 
 impl NamespaceCache {
-    fn new(store: Store<Namespace>) -> Self {
+    pub(super) fn new(store: Store<Namespace>) -> Self {
         Self {
             store,
             synced: AtomicBool::new(false),
@@ -71,6 +71,25 @@ impl NamespaceCache {
         } else {
             None
         }
+    }
+
+    /// Whether the first list has reached the cache.
+    pub(crate) fn synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    /// Every namespace the cache holds.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.store
+            .state()
+            .iter()
+            .filter_map(|ns| ns.metadata.name.clone())
+            .collect()
+    }
+
+    /// Changes after every watch event (labels, new and deleted namespaces, re-lists).
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.subscribe()
     }
 
     /// Whether the namespace is being deleted (writes into it are refused with 403).

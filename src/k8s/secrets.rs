@@ -18,15 +18,30 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::WatchBackoff;
-use crate::state::{Health, PolicyStore};
+use crate::diagnose::SecretFacts;
+use crate::state::{Health, PolicyStore, PullSecretFacts};
 
 /// Something changed for this secret name (an event, a re-list, a new watch).
 pub(crate) type Trigger = String;
 
+/// Per namespace: the pull facts of this name's Secret, computed once when it arrives.
+type FactsByNamespace = Arc<Mutex<HashMap<String, Arc<SecretFacts>>>>;
+
 struct NameWatch {
     store: Store<Secret>,
     synced: Arc<AtomicBool>,
+    facts: FactsByNamespace,
     task: JoinHandle<()>,
+}
+
+fn lock_facts(
+    facts: &FactsByNamespace,
+) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SecretFacts>>> {
+    facts.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn namespace_of(secret: &Secret) -> String {
+    secret.metadata.namespace.clone().unwrap_or_default()
 }
 
 pub(crate) struct SecretCaches {
@@ -91,12 +106,33 @@ impl SecretCaches {
         let caches = Arc::downgrade(self);
         let name = name.to_string();
         let task_synced = synced.clone();
+        let facts: FactsByNamespace = Arc::default();
+        let task_facts = facts.clone();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            // A re-list is summarized aside and swapped in whole, like the reflector's store.
+            let mut relisted: HashMap<String, Arc<SecretFacts>> = HashMap::new();
             while let Some(event) = stream.next().await {
                 let Some(caches) = caches.upgrade() else {
                     return;
                 };
+                match &event {
+                    Ok(watcher::Event::Init) => relisted.clear(),
+                    Ok(watcher::Event::InitApply(s)) => {
+                        relisted.insert(namespace_of(s), Arc::new(SecretFacts::from_secret(s)));
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        *lock_facts(&task_facts) = std::mem::take(&mut relisted);
+                    }
+                    Ok(watcher::Event::Apply(s)) => {
+                        let summary = Arc::new(SecretFacts::from_secret(s));
+                        lock_facts(&task_facts).insert(namespace_of(s), summary);
+                    }
+                    Ok(watcher::Event::Delete(s)) => {
+                        lock_facts(&task_facts).remove(&namespace_of(s));
+                    }
+                    Err(_) => {}
+                }
                 match event {
                     Ok(watcher::Event::InitDone) => {
                         if !task_synced.swap(true, Ordering::SeqCst) {
@@ -116,6 +152,7 @@ impl SecretCaches {
         NameWatch {
             store,
             synced,
+            facts,
             task,
         }
     }
@@ -153,6 +190,18 @@ impl SecretCaches {
             .then(|| watch.store.clone())
     }
 
+    /// Serves `store` for `name` as a synced watch would (the copier's unit tests).
+    #[cfg(test)]
+    pub(crate) fn insert_synced(&self, name: &str, store: Store<Secret>) {
+        let watch = NameWatch {
+            store,
+            synced: Arc::new(AtomicBool::new(true)),
+            facts: FactsByNamespace::default(),
+            task: tokio::spawn(async {}),
+        };
+        self.lock().insert(name.to_string(), watch);
+    }
+
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
@@ -161,6 +210,17 @@ impl SecretCaches {
         for (_, watch) in self.lock().drain() {
             watch.task.abort();
         }
+    }
+}
+
+impl PullSecretFacts for SecretCaches {
+    fn facts(&self, namespace: &str, name: &str) -> Option<Arc<SecretFacts>> {
+        let watches = self.lock();
+        let watch = watches.get(name)?;
+        if !watch.synced.load(Ordering::SeqCst) {
+            return None;
+        }
+        lock_facts(&watch.facts).get(namespace).cloned()
     }
 }
 

@@ -171,6 +171,14 @@ impl Webhook {
         self.serve.stop();
     }
 
+    /// A fresh uid for a hand-made AdmissionReview.
+    pub fn next_uid() -> String {
+        format!(
+            "uid-{}",
+            NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    }
+
     /// GET /readyz?verbose: (status, body), or (0, the error) when nothing answered.
     pub async fn readyz(&self) -> (u16, String) {
         self.try_admin_get("/readyz?verbose")
@@ -185,11 +193,28 @@ impl Webhook {
     /// Sends an AdmissionReview for a Pod running `image` in `namespace`; returns the
     /// `response` object and how long the answer took.
     pub async fn admit(&self, namespace: &str, image: &str, dry_run: bool) -> (Value, Duration) {
+        self.admit_pod(namespace, pod_object(namespace, image), dry_run)
+            .await
+    }
+
+    /// Like [`Webhook::admit`] for any Pod object.
+    pub async fn admit_pod(&self, namespace: &str, pod: Value, dry_run: bool) -> (Value, Duration) {
         let uid = format!(
             "uid-{}",
             NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let review = admission_review(&uid, namespace, image, dry_run);
+        let mut review = admission_review(&uid, namespace, IMAGE, dry_run);
+        review["request"]["object"] = pod;
+        self.post_review(review).await
+    }
+
+    /// Sends `review` (an AdmissionReview with a unique uid); returns the `response` object
+    /// and how long the answer took.
+    pub async fn post_review(&self, review: Value) -> (Value, Duration) {
+        let uid = review["request"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let url = format!("https://localhost:{}/mutate", self.https.port());
         let started = Instant::now();
         let resp = self

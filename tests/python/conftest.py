@@ -283,7 +283,11 @@ def check_rbac(objects: list[dict], namespace: str, service_account: str, policy
     assert ("", "namespaces", "get") not in granted, "the namespace cache is a reflector: list and watch only"
     assert ("events.k8s.io", "events", "create") in granted
     assert ("", "events", "create") not in granted, "Events are recorded through events.k8s.io only"
-    assert not any(v == "patch" for _, _, v in granted), "updates are full PUTs: no patch"
+    assert not any(v == "patch" and res == "secrets" for _, res, v in granted), "Secret updates are full PUTs: no patch"
+    # ServiceAccount mode: a watch cache, conditional JSON patches, a re-read after a refusal.
+    assert {v for _, res, v in granted if res == "serviceaccounts"} == {"get", "list", "watch", "patch"}
+    # Pods are only listed, one namespace at a time, when a copy is about to be pruned.
+    assert {v for _, res, v in granted if res == "pods"} == {"list"}, "no Pod watch or get"
     assert not any(res == "configmaps" for _, res, _ in granted), "ConfigMaps only through the namespaced Role"
 
     (cm_rule,) = role["rules"]

@@ -11,10 +11,12 @@
 //! assert_eq!(api.count(&Match::any().resource("secrets").watch(false)), 1);
 //! ```
 //!
-//! Served: core/v1 namespaces, secrets, configmaps, pods, events and events.k8s.io/v1
-//! events (a view of the same storage), with get, list (selectors, limit/continue), watch,
-//! create, update, patch (merge, strategic-as-merge, JSON patch, simplified server-side
-//! apply) and delete; `/version`, `/api`, `/apis` and the two resource lists.
+//! Served: core/v1 namespaces, secrets, configmaps, pods, serviceaccounts, events and
+//! events.k8s.io/v1 events (a view of the same storage), with get, list (selectors,
+//! limit/continue), watch, create, update, patch (merge; strategic as merge except the lists
+//! with a merge key, i.e. ServiceAccount `secrets`, so `imagePullSecrets` is replaced whole;
+//! JSON patch, a failing one is 422 like the apiserver's; simplified server-side apply) and
+//! delete; `/version`, `/api`, `/apis` and the two resource lists.
 //! Not served: other resources (404), deletecollection (405), subresources (`/status`,
 //! `/finalize`), Table output, protobuf, HTTP/2, authentication and RBAC (403 only when
 //! injected), admission webhooks, managedFields of non-apply writes, graceful Pod deletion

@@ -143,6 +143,19 @@ pub fn bad_request(message: impl Into<String>) -> ApiError {
     failure(400, "BadRequest", message.into(), None)
 }
 
+/// A JSON patch that does not apply (a failed `test`, a path that is not there): the
+/// apiserver's patch handler answers `NewGenericServerResponse(422, "", GroupResource{}, "",
+/// err, 0, false)`, which keeps only its generic message (the patch library's error is
+/// dropped) and an empty `details`.
+pub fn json_patch_failed() -> ApiError {
+    failure(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request".into(),
+        Some(json!({})),
+    )
+}
+
 pub fn method_not_allowed() -> ApiError {
     failure(
         405,

@@ -823,7 +823,7 @@ impl Store {
             .object(kind, store_ns, name)
             .ok_or_else(|| status::not_found(kind, name))?;
         let mut doc = (*existing).clone();
-        apply_patch(&mut doc, content_type, body)?;
+        apply_patch_for(kind, &mut doc, content_type, body)?;
         let rv = meta_str(&doc, "resourceVersion");
         if !rv.is_empty() && rv != meta_str(&existing, "resourceVersion") {
             return Err(status::conflict(kind, name, status::OPTIMISTIC_LOCK));
@@ -1146,13 +1146,63 @@ pub fn apply_patch(doc: &mut Value, content_type: &str, body: &[u8]) -> Result<(
     }
     let ops: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
-    json_patch::patch(doc, &ops).map_err(|e| {
-        let mut err = status::bad_request(e.to_string());
-        err.code = 422;
-        err.body["code"] = json!(422);
-        err.body["reason"] = json!("Invalid");
-        err
-    })
+    json_patch::patch(doc, &ops).map_err(|_| status::json_patch_failed())
+}
+
+/// The lists of `kind` that a strategic merge patch merges by a key (`patchStrategy:"merge"`
+/// with a `patchMergeKey` in k8s.io/api core/v1 types.go); every other list is replaced
+/// whole. ServiceAccount: `secrets` merges by `name`, `imagePullSecrets` has no merge key
+/// ("Atomic: will be replaced during a merge"), so a strategic patch of it replaces the list.
+fn merge_keyed_lists(kind: Kind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        Kind::ServiceAccounts => &[("secrets", "name")],
+        _ => &[],
+    }
+}
+
+/// [`apply_patch`] for an object of `kind`: a strategic merge patch merges the lists that
+/// have a merge key (items matched by key and merged, new ones appended, `$patch: delete`
+/// removes one) before the rest is applied as a merge patch.
+pub fn apply_patch_for(
+    kind: Kind,
+    doc: &mut Value,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let strategic = content_type.split(';').next().unwrap_or("").trim()
+        == "application/strategic-merge-patch+json";
+    if !strategic || merge_keyed_lists(kind).is_empty() {
+        return apply_patch(doc, content_type, body);
+    }
+    let mut patch: Value = serde_json::from_slice(body)
+        .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
+    for (field, key) in merge_keyed_lists(kind) {
+        let (Some(items), Some(existing)) = (
+            patch.get(*field).and_then(Value::as_array).cloned(),
+            doc.get(*field).and_then(Value::as_array).cloned(),
+        ) else {
+            continue;
+        };
+        let mut merged = existing;
+        for item in items {
+            let id = item.get(*key).cloned();
+            let at = merged
+                .iter()
+                .position(|m| id.is_some() && m.get(*key) == id.as_ref());
+            let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+            match (at, delete) {
+                (Some(i), true) => {
+                    merged.remove(i);
+                }
+                (None, true) => {}
+                (Some(i), false) => json_patch::merge(&mut merged[i], &item),
+                (None, false) => merged.push(item),
+            }
+        }
+        patch[*field] = Value::Array(merged);
+    }
+    let body = serde_json::to_vec(&patch).map_err(|e| status::bad_request(e.to_string()))?;
+    apply_patch(doc, content_type, &body)
 }
 
 /// Leaf paths an apply configuration sets (identity fields excluded). Lists are atomic.
