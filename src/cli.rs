@@ -366,6 +366,18 @@ pub struct SecretCreateArgs {
     /// Build from a `docker login` config.json (only `auths` is kept); `-` reads it from stdin.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["username", "password_stdin", "email"])]
     pub from_docker_config: Option<PathBuf>,
+    /// Mint an ECR credential in REGION with the caller's AWS identity (default chain).
+    #[arg(long, value_name = "REGION", group = "minted", conflicts_with_all = ["server", "username", "password_stdin", "email", "from_docker_config", "secret_type"])]
+    pub from_ecr: Option<String>,
+    /// With --from-ecr: the registry (AWS account) ids; default the caller's account.
+    #[arg(long = "registry-id", value_name = "ACCOUNT", requires = "from_ecr")]
+    pub registry_ids: Vec<String>,
+    /// Mint a Google access token (Application Default Credentials) for these registries.
+    #[arg(long, value_name = "REGISTRY,...", value_delimiter = ',', group = "minted", conflicts_with_all = ["server", "username", "password_stdin", "email", "from_docker_config", "secret_type"])]
+    pub from_gar: Vec<String>,
+    /// Mint an ACR refresh token for REGISTRY with the caller's Entra identity.
+    #[arg(long, value_name = "REGISTRY", group = "minted", conflicts_with_all = ["server", "username", "password_stdin", "email", "from_docker_config", "secret_type"])]
+    pub from_acr: Option<String>,
     /// metadata.namespace of the Secret (omitted when not given).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,

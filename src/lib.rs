@@ -25,6 +25,7 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 
 pub use server::{admin_router, router};
 

@@ -18,6 +18,19 @@ pub struct OperationLabel {
     pub operation: String,
 }
 
+/// A token Secret and its provider (`ecr`, `google`, `azure`) and what happened.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub secret: String,
+    pub provider: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabel {
+    pub secret: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
@@ -44,6 +57,12 @@ pub struct Metrics {
     pub unmanaged_conflicts: Counter,
     /// Copies whose content differed from their source and were repaired.
     pub drift_repaired: Counter,
+    /// Token mints by secret, provider and result (minted, lost_race, write_failed).
+    pub token_mints: Family<TokenLabels, Counter>,
+    /// Failed token mints by secret, provider and reason (the last good Secret stayed).
+    pub token_mint_failures: Family<TokenLabels, Counter>,
+    /// Expiry of each token Secret's credential, Unix seconds.
+    pub token_expiry: Family<SecretLabel, Gauge>,
     /// Admission warnings about a Secret the kubelet would not use, by verdict.
     pub secret_warnings: Family<ReasonLabel, Counter>,
     /// notAfter of the serving certificate in use (Unix seconds), so an alert can fire first.
@@ -125,6 +144,24 @@ impl Metrics {
             "Copies that differed from their source and were repaired",
             drift_repaired.clone(),
         );
+        let token_mints = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "token_mints",
+            "Registry credential mints by token Secret, provider and result",
+            token_mints.clone(),
+        );
+        let token_mint_failures = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "token_mint_failures",
+            "Failed registry credential mints by token Secret, provider and reason; the last good Secret stayed",
+            token_mint_failures.clone(),
+        );
+        let token_expiry = Family::<SecretLabel, Gauge>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When each token Secret's credential expires (Unix time)",
+            token_expiry.clone(),
+        );
         let secret_warnings = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "admission_secret_warnings",
@@ -175,6 +212,9 @@ impl Metrics {
         );
         Self {
             registry,
+            token_mints,
+            token_mint_failures,
+            token_expiry,
             requests,
             patches,
             latency,
@@ -235,12 +275,49 @@ impl Metrics {
             .inc();
     }
 
+    pub fn token_mint(&self, secret: &str, provider: &str, result: &str) {
+        self.token_mints
+            .get_or_create(&TokenLabels {
+                secret: secret.to_string(),
+                provider: provider.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
     pub fn secret_warning(&self, reason: &str) {
         self.secret_warnings
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    pub fn token_mint_failure(&self, secret: &str, provider: &str, reason: &str) {
+        self.token_mint_failures
+            .get_or_create(&TokenLabels {
+                secret: secret.to_string(),
+                provider: provider.to_string(),
+                result: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a token Secret's expiry (`None`: unknown, the sample is dropped).
+    pub fn token_expiry(&self, secret: &str, at: Option<std::time::SystemTime>) {
+        let label = SecretLabel {
+            secret: secret.to_string(),
+        };
+        match at.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
+            Some(since) => {
+                self.token_expiry
+                    .get_or_create(&label)
+                    .set(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.token_expiry.remove(&label);
+            }
+        }
     }
 
     /// Prometheus text exposition.

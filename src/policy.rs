@@ -18,6 +18,9 @@ use crate::reference::{DOCKER_HUB_API_HOSTS, ImageRef};
 pub use crate::rule_index::NamespaceView;
 use crate::rule_index::{NamespaceVerdicts, RuleIndex};
 
+mod tokens;
+pub use tokens::{TokenProvider, TokenSource};
+
 /// One problem in a policy document, located for `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{origin}:{line}:{column}: {message}")]
@@ -141,6 +144,8 @@ pub const SERVICE_ACCOUNTS_ALL: &str = "*";
 pub struct Policy {
     pub source_namespace: String,
     pub rules: Vec<Rule>,
+    /// `tokenSources`: Secrets in the source namespace that `serve` mints itself.
+    pub token_sources: Vec<TokenSource>,
     /// `excludeNamespaces`, compiled.
     exclude_namespaces: Vec<Glob>,
     /// Valid but probably not what was meant (e.g. a pattern on a Docker Hub API host).
@@ -196,7 +201,16 @@ impl Policy {
 
     /// Every secret name the policy can hand out (what the cluster side watches).
     pub fn secret_names(&self) -> BTreeSet<String> {
-        self.rules.iter().map(|r| r.secret.clone()).collect()
+        self.rules
+            .iter()
+            .map(|r| r.secret.clone())
+            .chain(self.token_sources.iter().map(|t| t.secret.clone()))
+            .collect()
+    }
+
+    /// The token source that fills the Secret `name`, if any.
+    pub fn token_source(&self, name: &str) -> Option<&TokenSource> {
+        self.token_sources.iter().find(|t| t.secret == name)
     }
 
     /// Why `namespace` is excluded from injection altogether, in words; `None` when it is not.
@@ -298,6 +312,8 @@ struct RawPolicy {
     exclude_namespaces: Vec<Spanned<String>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    token_sources: Vec<Spanned<tokens::RawTokenSource>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -417,12 +433,21 @@ enum Schema {
     Namespaces,
     Selector,
     Expression,
+    TokenSource,
+    Ecr,
+    Google,
+    Azure,
 }
 
 impl Schema {
     fn fields(self) -> &'static [&'static str] {
         match self {
-            Schema::Root => &["sourceNamespace", "excludeNamespaces", "rules"],
+            Schema::Root => &[
+                "sourceNamespace",
+                "excludeNamespaces",
+                "rules",
+                "tokenSources",
+            ],
             Schema::Rule => &[
                 "name",
                 "registries",
@@ -433,6 +458,10 @@ impl Schema {
             Schema::Namespaces => &["include", "exclude", "selector"],
             Schema::Selector => &["matchLabels", "matchExpressions"],
             Schema::Expression => &["key", "operator", "values"],
+            Schema::TokenSource => tokens::SOURCE_FIELDS,
+            Schema::Ecr => tokens::ECR_FIELDS,
+            Schema::Google => tokens::GOOGLE_FIELDS,
+            Schema::Azure => tokens::AZURE_FIELDS,
         }
     }
 
@@ -443,6 +472,10 @@ impl Schema {
             (Schema::Rule, "namespaces") => Some(Schema::Namespaces),
             (Schema::Namespaces, "selector") => Some(Schema::Selector),
             (Schema::Selector, "matchExpressions") => Some(Schema::Expression),
+            (Schema::Root, "tokenSources") => Some(Schema::TokenSource),
+            (Schema::TokenSource, "ecr") => Some(Schema::Ecr),
+            (Schema::TokenSource, "google") => Some(Schema::Google),
+            (Schema::TokenSource, "azure") => Some(Schema::Azure),
             _ => None,
         }
     }
@@ -644,9 +677,11 @@ fn compile(raw: RawPolicy, problems: &mut Problems<'_>) -> Policy {
             .flat_map(|(i, rule)| rule.patterns.iter().map(move |p| (i, p))),
     );
     let verdicts = NamespaceVerdicts::new(&rules);
+    let token_sources = tokens::compile(raw.token_sources, problems);
     Policy {
         source_namespace: raw.source_namespace.value,
         rules,
+        token_sources,
         exclude_namespaces,
         warnings: Vec::new(),
         index,

@@ -127,6 +127,20 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     ""
                 }
             );
+            for source in &policy.token_sources {
+                let used = policy.rules.iter().any(|r| r.secret == source.secret);
+                println!(
+                    "token source {}: {} ({}){}",
+                    source.secret,
+                    source.provider.kind(),
+                    source.provider.fingerprint(),
+                    if used {
+                        ""
+                    } else {
+                        "; no rule hands it out yet"
+                    }
+                );
+            }
         }
         Err(PolicyError(problems)) => {
             for problem in problems {

@@ -54,7 +54,10 @@ pub enum SecretError {
 
 pub async fn run(command: SecretCommand) -> anyhow::Result<ExitCode> {
     let code = match command {
-        SecretCommand::Create(args) => create(args)?,
+        SecretCommand::Create(args) => match minted_provider(&args) {
+            Some(provider) => create_minted(&args, provider?).await?,
+            None => create(args)?,
+        },
         SecretCommand::Lint(args) => lint(args)?,
         SecretCommand::Match(args) => match_image(args)?,
         SecretCommand::Verify(args) => verify(args).await?,
@@ -99,6 +102,107 @@ fn print_structured(value: &impl Serialize, yaml: bool) {
 
 // ---------------------------------------------------------------------------------------
 // create
+
+/// The token source `--from-ecr`, `--from-gar` or `--from-acr` asks for, validated as the
+/// policy's `tokenSources` are.
+fn minted_provider(
+    args: &SecretCreateArgs,
+) -> Option<Result<crate::policy::TokenProvider, SecretError>> {
+    use crate::policy::TokenProvider;
+    let provider = if let Some(region) = &args.from_ecr {
+        TokenProvider::Ecr {
+            region: region.clone(),
+            registry_ids: args.registry_ids.clone(),
+        }
+    } else if !args.from_gar.is_empty() {
+        TokenProvider::Google {
+            registries: args.from_gar.clone(),
+        }
+    } else if let Some(registry) = &args.from_acr {
+        TokenProvider::Azure {
+            registry: registry.clone(),
+        }
+    } else {
+        return None;
+    };
+    Some(match provider.problems().first() {
+        Some(problem) => Err(SecretError::Usage(problem.clone())),
+        None => Ok(provider),
+    })
+}
+
+/// Mints with the caller's identity and prints the Secret. It carries the expiry annotation
+/// but not our managed-by label: applied by hand or by GitOps, `serve` leaves it alone.
+async fn create_minted(
+    args: &SecretCreateArgs,
+    provider: crate::policy::TokenProvider,
+) -> Result<ExitCode, SecretError> {
+    use crate::tokens::{self, Minter as _};
+    check_name(&args.name, "Secret name")?;
+    if let Some(ns) = &args.namespace {
+        check_label(ns, "namespace")?;
+    }
+    let minter = tokens::CloudMinter::new();
+    let minted = minter.mint(&provider).await.map_err(|e| {
+        SecretError::Usage(format!("cannot mint a {} credential: {e}", provider.kind()))
+    })?;
+    let secret = tokens::build_secret(
+        &args.name,
+        args.namespace.as_deref().unwrap_or_default(),
+        &provider,
+        &minted,
+    );
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("name".into(), args.name.clone().into());
+    if let Some(ns) = &args.namespace {
+        metadata.insert("namespace".into(), ns.clone().into());
+    }
+    metadata.insert(
+        "annotations".into(),
+        json!(secret.metadata.annotations.clone().unwrap_or_default()),
+    );
+    let data: serde_json::Map<String, serde_json::Value> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), dockerconfig::encode_std(&v.0).into()))
+        .collect();
+    let manifest = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": secret.type_,
+        "data": data,
+    });
+    eprintln!(
+        "minted a {} credential for {}; it expires at {}",
+        provider.kind(),
+        minted
+            .credentials
+            .iter()
+            .map(|c| c.server.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        tokens::rfc3339(minted.expires_at)
+    );
+    print_manifest(&manifest, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_manifest(manifest: &serde_json::Value, output: YamlOrJson) -> Result<(), SecretError> {
+    match output {
+        YamlOrJson::Json => print_json(manifest),
+        // One line per value, like kubectl, rather than folded block scalars.
+        YamlOrJson::Yaml => match serde_saphyr::to_string_with_options(
+            manifest,
+            serde_saphyr::ser_options! { prefer_block_scalars: false },
+        ) {
+            Ok(y) => print!("{y}"),
+            Err(e) => return Err(SecretError::Usage(format!("cannot write YAML: {e}"))),
+        },
+    }
+    Ok(())
+}
 
 fn create(args: SecretCreateArgs) -> Result<ExitCode, SecretError> {
     check_name(&args.name, "Secret name")?;

@@ -12,6 +12,7 @@ mod policy_source;
 mod prune;
 mod secrets;
 mod service_accounts;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,16 @@ pub use copy::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
     is_managed,
 };
+
+/// On a token Secret: when its credential stops working (RFC 3339). Read by `diagnose` and the
+/// admission warnings as well as by the refresher.
+pub const ANNOTATION_EXPIRES_AT: &str = "pullsecret-injector.io/expires-at";
+/// On a token Secret: when its credential was minted (RFC 3339); with the expiry, the lifetime.
+pub const ANNOTATION_MINTED_AT: &str = "pullsecret-injector.io/minted-at";
+/// On a token Secret: which kind of token source fills it (`ecr`, `google`, `azure`).
+pub const ANNOTATION_TOKEN_SOURCE: &str = "pullsecret-injector.io/token-source";
+/// On a token Secret: what it was minted for (region, registries); another value is re-minted.
+pub const ANNOTATION_TOKEN_CONFIG: &str = "pullsecret-injector.io/token-config";
 
 /// How the cluster side is set up.
 #[derive(Debug, Clone)]
@@ -116,6 +127,16 @@ pub async fn start(
         health.clone(),
         trigger_tx,
     ));
+
+    let refresher = tokens::TokenRefresher::new(
+        client.clone(),
+        config.instance.clone(),
+        policy.clone(),
+        secrets.clone(),
+        metrics.clone(),
+        Arc::new(crate::tokens::CloudMinter::new()),
+    );
+    tasks.push(tokio::spawn(refresher.run()));
 
     let copier = copier::Copier::new(
         client.clone(),

@@ -134,6 +134,17 @@ impl Webhook {
 
     /// Starts `serve` with only the TLS, listener and namespace flags added to `args`.
     pub async fn spawn_raw(kubeconfig: &Path, args: &[&str]) -> Self {
+        Self::spawn_with_env(kubeconfig, args, Vec::new(), &[]).await
+    }
+
+    /// [`Webhook::spawn_raw`] with extra environment for the process, and without the
+    /// inherited variables `remove` names.
+    pub async fn spawn_with_env(
+        kubeconfig: &Path,
+        args: &[&str],
+        env: Vec<(String, String)>,
+        remove: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let self_signed = dir.path().to_str().expect("UTF-8 temp dir");
         let mut all = vec!["--self-signed", "--self-signed-dir", self_signed];
@@ -143,6 +154,8 @@ impl Webhook {
             namespace: WEBHOOK_NS,
             rust_log: "info,pullsecret_injector=debug",
             startup: DEADLINE,
+            env,
+            env_remove: remove.iter().map(|s| s.to_string()).collect(),
         };
         let serve = Serve::start_async(&options, &all).await;
         let ca = std::fs::read_to_string(dir.path().join("ca.crt"))

@@ -6,6 +6,7 @@ use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
 
 pub mod cli;
+pub mod cloud;
 pub mod fake_apiserver;
 pub mod registry;
 pub mod serve;

@@ -56,6 +56,10 @@ pub struct Options<'a> {
     pub rust_log: &'a str,
     /// How long the process may take to log its listeners.
     pub startup: Duration,
+    /// Extra environment for the process (cloud identity for token sources, say).
+    pub env: Vec<(String, String)>,
+    /// Variables the process must not inherit.
+    pub env_remove: Vec<String>,
 }
 
 impl Default for Options<'_> {
@@ -65,6 +69,8 @@ impl Default for Options<'_> {
             namespace: "psi",
             rust_log: "info",
             startup: DEADLINE,
+            env: Vec::new(),
+            env_remove: Vec::new(),
         }
     }
 }
@@ -281,10 +287,15 @@ fn spawn(options: &Options, args: &[&str]) -> (Child, Logs, Receiver<Listeners>)
         Some(path) => command.env("KUBECONFIG", path),
         None => command.arg("--no-cluster"),
     };
-    let mut child = command
+    command
         .args(args)
         .env("RUST_LOG", options.rust_log)
-        .env_remove("POD_NAMESPACE")
+        .env_remove("POD_NAMESPACE");
+    for name in &options.env_remove {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -83,6 +83,9 @@ without secretNames is refused.
 {{- range .Values.policy.spec.rules }}
 {{- $names = append $names (required "every policy rule needs a secret" .secret) }}
 {{- end }}
+{{- range .Values.policy.spec.tokenSources }}
+{{- $names = append $names (required "every token source needs a secret" .secret) }}
+{{- end }}
 {{- else }}
 {{- $names = .Values.policy.secretNames }}
 {{- end }}
@@ -167,5 +170,30 @@ release is reused (lookup), so upgrades keep the certificate; `helm template` an
 {{- (include "psi.generatedTLS" . | fromJson).ca }}
 {{- else if eq .Values.tls.mode "existingSecret" }}
 {{- .Values.tls.existingSecret.caBundle | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/*
+ServiceAccount annotations: the user's, plus what each cloud's workload identity reads
+(docs/tokens.md): IRSA's role ARN, GKE Workload Identity's Google service account, Azure
+Workload Identity's client (and tenant) id. EKS Pod Identity needs none: it is an association
+made on the cluster side.
+*/}}
+{{- define "psi.serviceAccountAnnotations" -}}
+{{- $a := deepCopy (.Values.serviceAccount.annotations | default dict) }}
+{{- with .Values.cloudIdentity.aws.roleArn }}
+{{- $_ := set $a "eks.amazonaws.com/role-arn" . }}
+{{- end }}
+{{- with .Values.cloudIdentity.gcp.serviceAccount }}
+{{- $_ := set $a "iam.gke.io/gcp-service-account" . }}
+{{- end }}
+{{- with .Values.cloudIdentity.azure.clientId }}
+{{- $_ := set $a "azure.workload.identity/client-id" . }}
+{{- end }}
+{{- with .Values.cloudIdentity.azure.tenantId }}
+{{- $_ := set $a "azure.workload.identity/tenant-id" . }}
+{{- end }}
+{{- if $a }}
+{{- toYaml $a }}
 {{- end }}
 {{- end }}

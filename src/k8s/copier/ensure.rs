@@ -81,6 +81,21 @@ impl Copier {
         }
     }
 
+    /// A warning when the Pod is given a token Secret whose credential has already expired
+    /// (its refreshes are failing): the pull will be refused.
+    fn expired_token(&self, need: &SecretNeed) -> Option<String> {
+        let store = self.secrets.store(&need.name)?;
+        let source = secrets::get(&store, &need.source_namespace, &need.name)?;
+        if !crate::tokens::expired(&source, std::time::SystemTime::now()) {
+            return None;
+        }
+        let at = crate::tokens::expires_at(&source).map(crate::tokens::rfc3339)?;
+        Some(format!(
+            "token Secret {}/{} expired at {at} and has not been refreshed (see its Events); pulls with it will be refused",
+            need.source_namespace, need.name
+        ))
+    }
+
     pub(super) fn recently_created(&self, key: &Key) -> bool {
         let mut inner = self.lock();
         match inner.recent.get(key) {
@@ -257,11 +272,13 @@ impl SecretEnsurer for Copier {
             let each = needs
                 .iter()
                 .map(|need| self.ensure_one(namespace, need, until));
-            futures::future::join_all(each)
+            let mut warnings: Vec<String> = futures::future::join_all(each)
                 .await
                 .into_iter()
                 .flatten()
-                .collect()
+                .collect();
+            warnings.extend(needs.iter().filter_map(|need| self.expired_token(need)));
+            warnings
         })
     }
 }

@@ -1,0 +1,304 @@
+//! Token sources end to end: the real `serve` binary against the fake API server and the local
+//! cloud fakes, with 30-second tokens. Minted, refreshed in place before they expire, followed
+//! by their copies, kept when minting fails, and never written over a user's Secret.
+
+mod cluster_support;
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use cluster_support::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+use support::cloud::{CLOUD_VARIABLES, Failure, FakeCloud};
+use support::fake_apiserver::FakeApiServer;
+
+const LIFETIME: Duration = Duration::from_secs(30);
+const TOKEN_SECRET: &str = "ecr-pull";
+const ECR_HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+const ECR_IMAGE: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app:1.0";
+const EXPIRES_AT: &str = "pullsecret-injector.io/expires-at";
+/// A refresh is due after half of the 30 s lifetime (less up to 3 s jitter); this bounds the
+/// wait for one, with room for a busy machine.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(40);
+
+fn ecr_policy() -> String {
+    format!(
+        "sourceNamespace: {SOURCE_NS}\n\
+tokenSources:\n  - secret: {TOKEN_SECRET}\n    ecr:\n      region: eu-west-1\n\
+rules:\n  - name: ecr\n    registries: [\"*.dkr.ecr.*.amazonaws.com\"]\n    secret: {TOKEN_SECRET}\n"
+    )
+}
+
+async fn cluster_with(policy: &str) -> FakeApiServer {
+    let api = FakeApiServer::start().await;
+    api.put_namespace(WEBHOOK_NS, &[]);
+    api.put_namespace(SOURCE_NS, &[]);
+    api.put_namespace("team-a", &[]);
+    api.put_configmap(&policy_configmap(policy));
+    api
+}
+
+async fn webhook(api: &FakeApiServer, env: Vec<(String, String)>) -> Webhook {
+    // A child inherits the test's environment: no real cloud identity may leak in.
+    let hook = Webhook::spawn_with_env(
+        api.kubeconfig_path(),
+        &["--policy-configmap", POLICY_CM],
+        env,
+        CLOUD_VARIABLES,
+    )
+    .await;
+    // Polled here rather than with wait_ready, to show why when it never gets there.
+    let until = std::time::Instant::now() + DEADLINE;
+    while std::time::Instant::now() < until {
+        if hook.readyz().await.0 == 200 {
+            return hook;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "serve not ready: {:?}\n{}",
+        hook.readyz().await,
+        hook.logs().join("\n")
+    );
+}
+
+/// `(user, password)` for `server` in a Secret's docker config.
+fn credential(secret: &Secret, server: &str) -> Option<(String, String)> {
+    let data = secret.data.as_ref()?.get(".dockerconfigjson")?;
+    let config: Value = serde_json::from_slice(&data.0).ok()?;
+    let entry = config["auths"].get(server)?;
+    Some((
+        entry["username"].as_str()?.to_string(),
+        entry["password"].as_str()?.to_string(),
+    ))
+}
+
+fn expires_at(secret: &Secret) -> SystemTime {
+    let text = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXPIRES_AT))
+        .expect("expires-at annotation");
+    let t: jiff::Timestamp = text.parse().expect("RFC 3339");
+    SystemTime::UNIX_EPOCH + Duration::from_secs(t.as_second() as u64)
+}
+
+async fn token_secret_with_password(
+    api: &FakeApiServer,
+    password: &str,
+    deadline: Duration,
+) -> Secret {
+    let what = format!("{SOURCE_NS}/{TOKEN_SECRET} minted with {password}");
+    eventually(&what, deadline, || async {
+        let secret = api.get_secret(SOURCE_NS, TOKEN_SECRET)?;
+        (credential(&secret, ECR_HOST) == Some(("AWS".to_string(), password.to_string())))
+            .then_some(secret)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_token_is_minted_refreshed_in_place_and_copies_follow() {
+    let cloud = FakeCloud::start(LIFETIME, "pw-1");
+    let api = cluster_with(&ecr_policy()).await;
+    let hook = webhook(&api, cloud.aws_env()).await;
+
+    let first = token_secret_with_password(&api, "pw-1", DEADLINE).await;
+    assert_eq!(
+        first.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    assert!(is_managed_copy_label(&first), "{:?}", first.metadata.labels);
+    let annotations = first.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("pullsecret-injector.io/token-source")
+            .map(String::as_str),
+        Some("ecr")
+    );
+    let first_expiry = expires_at(&first);
+    assert!(first_expiry > SystemTime::now());
+
+    // A Pod gets it, and its namespace a copy.
+    let (response, _) = hook.admit("team-a", ECR_IMAGE, false).await;
+    assert_eq!(injected_names(&response), vec![TOKEN_SECRET.to_string()]);
+    let copy = api
+        .get_secret("team-a", TOKEN_SECRET)
+        .expect("copy made at admission");
+    assert_eq!(copy.data, first.data);
+
+    // The next mint carries another password: the refresh is visible, in place, before expiry.
+    cloud.set_password("pw-2");
+    let second = token_secret_with_password(&api, "pw-2", REFRESH_DEADLINE).await;
+    assert_eq!(
+        second.metadata.uid, first.metadata.uid,
+        "updated in place, same UID"
+    );
+    assert!(expires_at(&second) > first_expiry);
+    let minted_at: jiff::Timestamp =
+        second.metadata.annotations.as_ref().unwrap()["pullsecret-injector.io/minted-at"]
+            .parse()
+            .unwrap();
+    let minted_at = SystemTime::UNIX_EPOCH + Duration::from_secs(minted_at.as_second() as u64);
+    assert!(
+        minted_at < first_expiry,
+        "refreshed before the old credential expired"
+    );
+
+    eventually("the copy follows the refresh", DEADLINE, || async {
+        let copy = api.get_secret("team-a", TOKEN_SECRET)?;
+        (credential(&copy, ECR_HOST).map(|c| c.1).as_deref() == Some("pw-2")).then_some(())
+    })
+    .await;
+    let copy_after = api.get_secret("team-a", TOKEN_SECRET).unwrap();
+    assert_eq!(copy_after.metadata.uid, copy.metadata.uid);
+
+    let expiry_metric = hook
+        .metric(&format!(
+            "pullsecret_injector_token_expiry_timestamp_seconds{{secret=\"{TOKEN_SECRET}\"}}"
+        ))
+        .await;
+    assert!(
+        expiry_metric
+            >= expires_at(&first)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as f64
+    );
+}
+
+fn is_managed_copy_label(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_LABEL))
+        .is_some_and(|v| v == "pullsecret-injector")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_mints_keep_the_last_good_secret_and_are_reported() {
+    let cloud = FakeCloud::start(LIFETIME, "good-1");
+    let api = cluster_with(&ecr_policy()).await;
+    let hook = webhook(&api, cloud.aws_env()).await;
+    let good = token_secret_with_password(&api, "good-1", DEADLINE).await;
+
+    cloud.set_failure(Failure::ServerError);
+    cloud.set_password("never-issued");
+    let failures = "pullsecret_injector_token_mint_failures_total{secret=\"ecr-pull\",provider=\"ecr\",result=\"refused\"}";
+    eventually("a failed refresh is counted", REFRESH_DEADLINE, || async {
+        (hook.metric(failures).await >= 1.0).then_some(())
+    })
+    .await;
+    eventually("a Warning Event on the Secret", DEADLINE, || async {
+        api.list_events(Some(SOURCE_NS)).into_iter().find(|e| {
+            e.reason.as_deref() == Some("TokenMintFailed")
+                && e.type_.as_deref() == Some("Warning")
+                && e.involved_object.name.as_deref() == Some(TOKEN_SECRET)
+        })
+    })
+    .await;
+    let kept = api
+        .get_secret(SOURCE_NS, TOKEN_SECRET)
+        .expect("still there");
+    assert_eq!(kept.data, good.data, "the last good credential stays");
+    assert_eq!(
+        kept.metadata.resource_version,
+        good.metadata.resource_version
+    );
+
+    // Retried with backoff, and recovers once the cloud answers again.
+    cloud.set_failure(Failure::None);
+    cloud.set_password("good-2");
+    let recovered = token_secret_with_password(&api, "good-2", REFRESH_DEADLINE).await;
+    assert_eq!(recovered.metadata.uid, good.metadata.uid);
+    assert!(
+        !hook
+            .logs()
+            .iter()
+            .any(|l| l.contains("good-1") || l.contains("fake-secret"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_secret_of_that_name_is_never_touched() {
+    let cloud = FakeCloud::start(LIFETIME, "pw");
+    let api = cluster_with(&ecr_policy()).await;
+    let theirs = api.put_secret(&Secret {
+        metadata: ObjectMeta {
+            name: Some(TOKEN_SECRET.into()),
+            namespace: Some(SOURCE_NS.into()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(br#"{"auths":{"123456789012.dkr.ecr.eu-west-1.amazonaws.com":{"auth":"QVdTOm1pbmU="}}}"#.to_vec()),
+        )])),
+        ..Secret::default()
+    });
+    let hook = webhook(&api, cloud.aws_env()).await;
+    eventually("the unmanaged Secret is reported", DEADLINE, || async {
+        api.list_events(Some(SOURCE_NS)).into_iter().find(|e| {
+            e.reason.as_deref() == Some("UnmanagedSecretExists")
+                && e.involved_object.name.as_deref() == Some(TOKEN_SECRET)
+        })
+    })
+    .await;
+    let after = api.get_secret(SOURCE_NS, TOKEN_SECRET).unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        theirs.metadata.resource_version
+    );
+    assert_eq!(after.data, theirs.data);
+    assert_eq!(
+        cloud.calls().ecr,
+        0,
+        "nothing minted for a Secret we may not write"
+    );
+    drop(hook);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_and_azure_token_secrets_are_minted() {
+    let cloud = FakeCloud::start(LIFETIME, "multi");
+    let acr = cloud.https_host();
+    let policy = format!(
+        "sourceNamespace: {SOURCE_NS}\n\
+tokenSources:\n  - secret: gar-pull\n    google:\n      registries: [europe-docker.pkg.dev, gcr.io]\n  - secret: acr-pull\n    azure:\n      registry: \"{acr}\"\n\
+rules:\n  - name: gar\n    registries: [\"*.pkg.dev\", gcr.io]\n    secret: gar-pull\n"
+    );
+    let api = cluster_with(&policy).await;
+    let mut env = cloud.google_key_env();
+    env.extend(cloud.azure_env());
+    let hook = webhook(&api, env).await;
+    let gar = eventually("gar-pull minted", DEADLINE, || async {
+        let s = api.get_secret(SOURCE_NS, "gar-pull")?;
+        credential(&s, "gcr.io").map(|c| (s, c))
+    })
+    .await;
+    assert_eq!(
+        gar.1,
+        ("oauth2accesstoken".to_string(), "ya29.multi".to_string())
+    );
+    assert!(credential(&gar.0, "europe-docker.pkg.dev").is_some());
+    let acr_secret = eventually("acr-pull minted", DEADLINE, || async {
+        let s = api.get_secret(SOURCE_NS, "acr-pull")?;
+        credential(&s, &acr).map(|c| (s, c))
+    })
+    .await;
+    assert_eq!(acr_secret.1.0, "00000000-0000-0000-0000-000000000000");
+    let left = expires_at(&acr_secret.0)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left > Duration::from_secs(5) && left <= LIFETIME,
+        "{left:?}"
+    );
+    drop(hook);
+}

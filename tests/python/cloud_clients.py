@@ -1,0 +1,170 @@
+"""Real cloud clients from PyPI against the token-source fakes (tests/support/cloud.rs), so the
+fakes answer the way boto3, google-auth and azure-identity expect the real services to, not the
+way our own code happens to call them.
+
+Run by tests/token_fakes.rs, which starts the fakes and passes their addresses in the
+environment (FAKE_HTTPS, FAKE_METADATA_HOST, FAKE_PASSWORD, file paths, SSL_CERT_FILE). Not a
+pytest module: it needs the fakes running. Exits non-zero with the failing check on stderr.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import sys
+
+import requests
+
+ENV = os.environ
+HTTPS = ENV["FAKE_HTTPS"]
+CA = ENV["SSL_CERT_FILE"]
+PASSWORD = ENV["FAKE_PASSWORD"]
+ROLE_ARN = ENV["FAKE_ROLE_ARN"]
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise AssertionError(what)
+
+
+def aws() -> None:
+    import boto3
+    import botocore
+    from botocore.config import Config
+
+    with open(ENV["FAKE_WEB_IDENTITY_TOKEN_FILE"]) as f:
+        token = f.read().strip()
+    sts = boto3.client(
+        "sts",
+        region_name="eu-west-1",
+        endpoint_url=HTTPS,
+        verify=CA,
+        config=Config(signature_version=botocore.UNSIGNED),
+    )
+    out = sts.assume_role_with_web_identity(
+        RoleArn=ROLE_ARN, RoleSessionName="boto3-check", WebIdentityToken=token
+    )
+    creds = out["Credentials"]
+    check(creds["AccessKeyId"].startswith("ASIA"), "STS issues temporary keys")
+    check(isinstance(creds["Expiration"], datetime.datetime), "Expiration parses as a time")
+    check(out["AssumedRoleUser"]["Arn"].endswith("/boto3-check"), "assumed role ARN")
+
+    try:
+        sts.assume_role_with_web_identity(
+            RoleArn=ROLE_ARN, RoleSessionName="boto3-check", WebIdentityToken="wrong"
+        )
+        raise AssertionError("a wrong web identity token was accepted")
+    except botocore.exceptions.ClientError as e:
+        check(e.response["Error"]["Code"] == "InvalidIdentityToken", f"STS error code: {e}")
+
+    def ecr_client(secret: str, session: str | None):
+        return boto3.client(
+            "ecr",
+            region_name="eu-west-1",
+            endpoint_url=HTTPS,
+            verify=CA,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=secret,
+            aws_session_token=session,
+        )
+
+    ecr = ecr_client(creds["SecretAccessKey"], creds["SessionToken"])
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    check(
+        base64.b64decode(data["authorizationToken"]).decode() == f"AWS:{PASSWORD}",
+        "authorizationToken is base64 of AWS:<password>",
+    )
+    check(isinstance(data["expiresAt"], datetime.datetime), "expiresAt parses as a time")
+    check(data["proxyEndpoint"].startswith("https://"), "proxyEndpoint is a URL")
+
+    for secret, session, what in [
+        ("wrong-secret", creds["SessionToken"], "a bad signature"),
+        (creds["SecretAccessKey"], None, "a missing session token"),
+    ]:
+        try:
+            ecr_client(secret, session).get_authorization_token()
+            raise AssertionError(f"ECR accepted {what}")
+        except botocore.exceptions.ClientError as e:
+            check(
+                e.response["Error"]["Code"] == "UnrecognizedClientException",
+                f"ECR error code for {what}: {e}",
+            )
+
+    # The SDK's own web identity provider, with the service endpoints from the environment.
+    session = boto3.session.Session(region_name="eu-west-1")
+    ecr = session.client("ecr", verify=CA)
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    check(
+        base64.b64decode(data["authorizationToken"]).decode() == f"AWS:{PASSWORD}",
+        "boto3's default chain (web identity, AWS_ENDPOINT_URL_STS/ECR) mints too",
+    )
+
+
+def google() -> None:
+    import google.auth.transport.requests
+    from google.auth import compute_engine
+    from google.oauth2 import service_account
+
+    request = google.auth.transport.requests.Request()
+    creds = service_account.Credentials.from_service_account_file(
+        ENV["FAKE_GOOGLE_KEY_FILE"], scopes=["https://www.googleapis.com/auth/cloud-platform"]
+    )
+    creds.refresh(request)
+    check(creds.token == f"ya29.{PASSWORD}", "service-account key: access token")
+    check(creds.expiry is not None, "service-account key: expiry")
+
+    # GCE_METADATA_HOST / GCE_METADATA_IP point at the fake (read when google.auth loads).
+    gce = compute_engine.Credentials()
+    gce.refresh(request)
+    check(gce.token == f"ya29.{PASSWORD}", "metadata server: access token")
+    check(gce.expiry is not None, "metadata server: expiry")
+    plain = requests.get(
+        f"http://{ENV['FAKE_METADATA_HOST']}/computeMetadata/v1/instance/service-accounts/default/token"
+    )
+    check(plain.status_code == 403, "the metadata server needs Metadata-Flavor: Google")
+
+
+def azure() -> None:
+    from azure.identity import WorkloadIdentityCredential
+
+    host = HTTPS.removeprefix("https://")
+    cred = WorkloadIdentityCredential(
+        tenant_id=ENV["FAKE_AZURE_TENANT_ID"],
+        client_id=ENV["FAKE_AZURE_CLIENT_ID"],
+        token_file_path=ENV["FAKE_AZURE_TOKEN_FILE"],
+        authority=host,
+        disable_instance_discovery=True,
+    )
+    token = cred.get_token("https://containerregistry.azure.net/.default")
+    check(token.token.count(".") == 2, "Entra access token is a JWT")
+    check(token.expires_on > datetime.datetime.now().timestamp(), "Entra expiry")
+
+    answer = requests.post(
+        f"{HTTPS}/oauth2/exchange",
+        data={
+            "grant_type": "access_token",
+            "service": host,
+            "tenant": ENV["FAKE_AZURE_TENANT_ID"],
+            "access_token": token.token,
+        },
+        verify=CA,
+    )
+    check(answer.status_code == 200, f"ACR exchange: {answer.status_code}")
+    check(answer.json()["refresh_token"].count(".") == 2, "ACR refresh token is a JWT")
+
+
+def main() -> int:
+    failed = 0
+    for name, run in [("aws", aws), ("google", google), ("azure", azure)]:
+        try:
+            run()
+            print(f"{name}: ok")
+        except Exception as e:  # noqa: BLE001 - report every client's failure
+            failed += 1
+            print(f"{name}: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+//! The cloud fakes against real clients from PyPI (boto3, google-auth, azure-identity), so
+//! they answer as those clients expect the real services to: `tests/python/cloud_clients.py`
+//! runs in the project's virtual environment (scripts/setup-python.sh) against fakes started
+//! here.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use support::cloud::{AZURE_CLIENT_ID, AZURE_TENANT_ID, CLOUD_VARIABLES, FakeCloud, ROLE_ARN};
+
+#[test]
+fn real_cloud_clients_accept_the_fakes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/setup-python.sh",
+        python.display()
+    );
+    let cloud = FakeCloud::start(Duration::from_secs(900), "client-check");
+    let mut cmd = Command::new(&python);
+    for name in CLOUD_VARIABLES {
+        cmd.env_remove(name);
+    }
+    let out = cmd
+        .arg(root.join("tests/python/cloud_clients.py"))
+        .envs(cloud.aws_env())
+        .env("REQUESTS_CA_BUNDLE", cloud.ca_file())
+        .env("AWS_CA_BUNDLE", cloud.ca_file())
+        // google-auth reads these when it is imported.
+        .env("GCE_METADATA_HOST", cloud.metadata.to_string())
+        .env("GCE_METADATA_IP", cloud.metadata.to_string())
+        .env("FAKE_HTTPS", cloud.https_url())
+        .env("FAKE_METADATA_HOST", cloud.metadata.to_string())
+        .env("FAKE_PASSWORD", "client-check")
+        .env("FAKE_ROLE_ARN", ROLE_ARN)
+        .env(
+            "FAKE_WEB_IDENTITY_TOKEN_FILE",
+            cloud.web_identity_token_file(),
+        )
+        .env("FAKE_GOOGLE_KEY_FILE", cloud.google_key_file())
+        .env("FAKE_AZURE_TENANT_ID", AZURE_TENANT_ID)
+        .env("FAKE_AZURE_CLIENT_ID", AZURE_CLIENT_ID)
+        .env("FAKE_AZURE_TOKEN_FILE", cloud.azure_token_file())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "real clients rejected the fakes:\n{stdout}\n{stderr}\nlast refusal: {}",
+        cloud.last_refusal()
+    );
+    for client in ["aws: ok", "google: ok", "azure: ok"] {
+        assert!(stdout.contains(client), "{stdout}\n{stderr}");
+    }
+    let calls = cloud.calls();
+    assert!(calls.sts >= 2 && calls.ecr >= 2, "{calls:?}");
+    assert!(calls.google_token >= 1 && calls.metadata >= 1, "{calls:?}");
+    assert!(calls.entra >= 1 && calls.acr_exchange >= 1, "{calls:?}");
+}
