@@ -192,6 +192,7 @@ async fn point(namespaces: usize) -> Point {
         namespace: WEBHOOK_NS,
         rust_log: "warn",
         startup: PHASE_DEADLINE,
+        ..Options::default()
     };
     let started = Instant::now();
     let serve = Serve::start_async(

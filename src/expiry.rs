@@ -9,7 +9,7 @@ use base64::Engine as _;
 use k8s_openapi::jiff::Timestamp;
 
 /// RFC 3339 instant after which the token in this Secret no longer authenticates. Written by
-/// the token minter (h/tokens) on the Secrets it fills; read by `diagnose` and the admission
+/// the token minter (`tokens::build_secret`) on the Secrets it fills; read by `diagnose` and the admission
 /// warning.
 pub const ANNOTATION_EXPIRES_AT: &str = "pullsecret-injector.io/expires-at";
 

@@ -84,7 +84,7 @@ fn expires_at(secret: &Secret) -> SystemTime {
         .as_ref()
         .and_then(|a| a.get(EXPIRES_AT))
         .expect("expires-at annotation");
-    let t: jiff::Timestamp = text.parse().expect("RFC 3339");
+    let t: k8s_openapi::jiff::Timestamp = text.parse().expect("RFC 3339");
     SystemTime::UNIX_EPOCH + Duration::from_secs(t.as_second() as u64)
 }
 
@@ -140,7 +140,7 @@ async fn ecr_token_is_minted_refreshed_in_place_and_copies_follow() {
         "updated in place, same UID"
     );
     assert!(expires_at(&second) > first_expiry);
-    let minted_at: jiff::Timestamp =
+    let minted_at: k8s_openapi::jiff::Timestamp =
         second.metadata.annotations.as_ref().unwrap()["pullsecret-injector.io/minted-at"]
             .parse()
             .unwrap();

@@ -162,7 +162,19 @@ async fn h2_90_streams_of_3_mib_minus_1_byte_are_answered_and_freed_under_128_mi
         open_streams.push(stream);
     }
 
-    // The webhook keeps working while the 90 bodies hang.
+    // The webhook keeps working while the 90 bodies hang and hold the whole shared body budget
+    // (32 MiB by default: ten 3 MiB reservations): small reviews have their own reserve.
+    eventually(
+        "the hanging bodies to fill the body budget",
+        DEADLINE,
+        || async {
+            let held = serve
+                .metric("pullsecret_injector_request_body_bytes_in_memory")
+                .await;
+            (held >= 30.0 * MIB as f64).then_some(())
+        },
+    )
+    .await;
     normal_review_is_answered(&serve, &f.ca.pem).await;
 
     let mut timed_out = 0;

@@ -42,7 +42,7 @@ fn printed(out: &Output) -> (Value, Value) {
 }
 
 fn expires_in(annotations: &Value) -> Duration {
-    let at: jiff::Timestamp = annotations["pullsecret-injector.io/expires-at"]
+    let at: k8s_openapi::jiff::Timestamp = annotations["pullsecret-injector.io/expires-at"]
         .as_str()
         .expect("expires-at annotation")
         .parse()

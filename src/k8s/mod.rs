@@ -27,9 +27,9 @@ pub use copy::{
     is_managed,
 };
 
-/// On a token Secret: when its credential stops working (RFC 3339). Read by `diagnose` and the
-/// admission warnings as well as by the refresher.
-pub const ANNOTATION_EXPIRES_AT: &str = "pullsecret-injector.io/expires-at";
+/// On a token Secret: when its credential stops working (RFC 3339), written by the minter and
+/// read by `diagnose`, the admission warnings and the refresher.
+pub use crate::expiry::ANNOTATION_EXPIRES_AT;
 /// On a token Secret: when its credential was minted (RFC 3339); with the expiry, the lifetime.
 pub const ANNOTATION_MINTED_AT: &str = "pullsecret-injector.io/minted-at";
 /// On a token Secret: which kind of token source fills it (`ecr`, `google`, `azure`).

@@ -34,6 +34,12 @@ const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// takes tens of times the body's size in memory, so large reviews must not run side by side
 /// as many as small ones.
 const BYTES_PER_SLOT: usize = 64 * 1024;
+/// Bodies up to this size (every ordinary Pod review) may also draw on [`SMALL_RESERVE_BYTES`].
+const SMALL_BODY_BYTES: usize = 64 * 1024;
+/// Memory kept aside for small bodies, on top of `--max-body-memory`: clients that hold large
+/// bodies open until the read timeout can fill the shared budget, but not this, so ordinary
+/// reviews are still answered while they do (32 small bodies at their largest).
+const SMALL_RESERVE_BYTES: usize = 32 * SMALL_BODY_BYTES;
 
 /// Review slots a body of `len` bytes takes out of `slots`.
 fn review_weight(len: usize, slots: u32) -> u32 {
@@ -46,6 +52,8 @@ pub(crate) struct Guard {
     /// One permit per byte of request body held in memory.
     budget: Arc<Semaphore>,
     budget_bytes: usize,
+    /// One permit per byte of a small body held in memory when `budget` had no room.
+    small_reserve: Arc<Semaphore>,
     reviews: Arc<Semaphore>,
     review_slots: u32,
     metrics: Arc<Metrics>,
@@ -60,6 +68,7 @@ impl Guard {
             body_read_timeout: limits.body_read_timeout,
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
+            small_reserve: Arc::new(Semaphore::new(SMALL_RESERVE_BYTES)),
             reviews: Arc::new(Semaphore::new(review_slots as usize)),
             review_slots,
             metrics,
@@ -80,7 +89,8 @@ impl Guard {
     }
 
     fn update_gauge(&self) {
-        let held = self.budget_bytes - self.budget.available_permits();
+        let held = self.budget_bytes - self.budget.available_permits() + SMALL_RESERVE_BYTES
+            - self.small_reserve.available_permits();
         self.metrics
             .body_bytes_in_memory
             .set(i64::try_from(held).unwrap_or(i64::MAX));
@@ -90,22 +100,45 @@ impl Guard {
 /// Budget permits that keep the gauge current when they are given back.
 struct Held<'a> {
     guard: &'a Guard,
-    permit: Option<OwnedSemaphorePermit>,
+    /// From the shared budget.
+    shared: Option<OwnedSemaphorePermit>,
+    /// From the small-body reserve (permits of two semaphores cannot be merged).
+    reserve: Option<OwnedSemaphorePermit>,
+}
+
+/// Where a reservation came from.
+enum Lane {
+    Shared,
+    Reserve,
 }
 
 impl Held<'_> {
-    fn add(&mut self, more: OwnedSemaphorePermit) {
-        match &mut self.permit {
+    fn add(&mut self, (lane, more): (Lane, OwnedSemaphorePermit)) {
+        let slot = match lane {
+            Lane::Shared => &mut self.shared,
+            Lane::Reserve => &mut self.reserve,
+        };
+        match slot {
             Some(permit) => permit.merge(more),
-            None => self.permit = Some(more),
+            None => *slot = Some(more),
         }
         self.guard.update_gauge();
+    }
+
+    /// Bytes reserved so far.
+    fn reserved(&self) -> usize {
+        [&self.shared, &self.reserve]
+            .iter()
+            .filter_map(|p| p.as_ref())
+            .map(|p| p.num_permits())
+            .sum()
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        drop(self.permit.take());
+        drop(self.shared.take());
+        drop(self.reserve.take());
         self.guard.update_gauge();
     }
 }
@@ -132,7 +165,8 @@ pub(crate) async fn guard(State(guard): State<Arc<Guard>>, req: Request, next: N
 
     let mut held = Held {
         guard: &guard,
-        permit: None,
+        shared: None,
+        reserve: None,
     };
     let outcome = if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         Read::TooLarge
@@ -257,23 +291,32 @@ async fn read(
     declared: Option<u64>,
     deadline: Instant,
 ) -> Read {
-    let acquire = |n: usize| {
+    // `total` is the body's size once these `n` bytes are in: small bodies may use the reserve.
+    let acquire = |n: usize, total: usize| {
         let budget = guard.budget.clone();
+        let reserve = guard.small_reserve.clone();
         async move {
             let n = u32::try_from(n).unwrap_or(u32::MAX);
             // Taken at once when free, past the queue: a small body must not wait behind a
             // large one that waits for room (the semaphore is first come, first served).
             if let Ok(permit) = budget.clone().try_acquire_many_owned(n) {
-                return Ok(Ok(permit));
+                return Ok(Ok((Lane::Shared, permit)));
             }
-            tokio::time::timeout_at(deadline, budget.acquire_many_owned(n)).await
+            if total <= SMALL_BODY_BYTES {
+                return tokio::time::timeout_at(deadline, reserve.acquire_many_owned(n))
+                    .await
+                    .map(|r| r.map(|p| (Lane::Reserve, p)));
+            }
+            tokio::time::timeout_at(deadline, budget.acquire_many_owned(n))
+                .await
+                .map(|r| r.map(|p| (Lane::Shared, p)))
         }
     };
     // A declared length is reserved at once: that much is allocated for it.
     let mut buf = Vec::new();
     if let Some(n) = declared.filter(|n| *n > 0) {
         let n = n as usize;
-        match acquire(n).await {
+        match acquire(n, n).await {
             Ok(Ok(permit)) => held.add(permit),
             Err(_) => return Read::NoBudget,
             Ok(Err(_)) => return Read::Broken,
@@ -290,10 +333,10 @@ async fn read(
         if buf.len() + frame.len() > MAX_BODY_BYTES {
             return Read::TooLarge;
         }
-        let reserved = held.permit.as_ref().map_or(0, |p| p.num_permits());
-        let needed = (buf.len() + frame.len()).saturating_sub(reserved);
+        let total = buf.len() + frame.len();
+        let needed = total.saturating_sub(held.reserved());
         if needed > 0 {
-            match acquire(needed).await {
+            match acquire(needed, total).await {
                 Ok(Ok(permit)) => held.add(permit),
                 Err(_) => return Read::NoBudget,
                 Ok(Err(_)) => return Read::Broken,

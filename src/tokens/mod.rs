@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use thiserror::Error;
 
 use crate::dockerconfig::{self, Format, NewEntry};
+use crate::expiry;
 use crate::k8s::{
     ANNOTATION_EXPIRES_AT, ANNOTATION_MINTED_AT, ANNOTATION_TOKEN_CONFIG, ANNOTATION_TOKEN_SOURCE,
     LABEL_MANAGED_BY, MANAGED_BY, is_managed,
@@ -145,21 +146,19 @@ impl Minter for CloudMinter {
 // ---------------------------------------------------------------------------------------------
 // Time
 
-/// RFC 3339 in UTC, seconds precision (`2026-12-01T20:30:00Z`).
+/// RFC 3339 in UTC, seconds precision (`2026-12-01T20:30:00Z`): [`expiry::format_rfc3339`],
+/// the one writer of the instants our annotations carry.
 pub fn rfc3339(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .min(i64::MAX as u64) as i64;
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+    expiry::format_rfc3339(secs)
 }
 
-/// Parses what [`rfc3339`] (or another RFC 3339 writer) wrote.
+/// Parses what [`rfc3339`] (or another RFC 3339 writer) wrote, through [`expiry::parse_rfc3339`].
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let t: jiff::Timestamp = text.trim().parse().ok()?;
-    let secs = u64::try_from(t.as_second()).ok()?;
+    let secs = u64::try_from(expiry::parse_rfc3339(text)?).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 

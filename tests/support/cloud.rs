@@ -401,7 +401,7 @@ fn now_secs() -> u64 {
 }
 
 fn rfc3339(secs: u64) -> String {
-    jiff::Timestamp::from_second(secs as i64)
+    k8s_openapi::jiff::Timestamp::from_second(secs as i64)
         .unwrap()
         .to_string()
 }
