@@ -302,3 +302,52 @@ rules:\n  - name: gar\n    registries: [\"*.pkg.dev\", gcr.io]\n    secret: gar-
     );
     drop(hook);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expired_unrefreshed_is_warned_about_at_admission_through_its_copy() {
+    // Short-lived, so that it expires within the test once refreshes fail.
+    let lifetime = Duration::from_secs(12);
+    let cloud = FakeCloud::start(lifetime, "pw-1");
+    let api = cluster_with(&ecr_policy()).await;
+    let hook = webhook(&api, cloud.aws_env()).await;
+    token_secret_with_password(&api, "pw-1", DEADLINE).await;
+
+    // Fresh: injected, copied, no warning.
+    let (response, _) = hook.admit("team-a", ECR_IMAGE, false).await;
+    assert_eq!(injected_names(&response), vec![TOKEN_SECRET.to_string()]);
+    assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
+
+    // From now on every refresh fails: the last good token stays until it expires.
+    cloud.set_failure(Failure::ServerError);
+    let failures = "pullsecret_injector_token_mint_failures_total{secret=\"ecr-pull\",provider=\"ecr\",result=\"refused\"}";
+    eventually("a failed refresh", REFRESH_DEADLINE, || async {
+        (hook.metric(failures).await >= 1.0).then_some(())
+    })
+    .await;
+    let source = api.get_secret(SOURCE_NS, TOKEN_SECRET).expect("kept");
+    let expiry_text = source.metadata.annotations.as_ref().unwrap()[EXPIRES_AT].clone();
+    eventually("the copy to carry its source's expiry", DEADLINE, || async {
+        let copy = api.get_secret("team-a", TOKEN_SECRET)?;
+        (copy.metadata.annotations.as_ref()?.get(EXPIRES_AT) == Some(&expiry_text))
+            .then_some(())
+    })
+    .await;
+
+    let warned = eventually(
+        "an admission warning once the token has expired",
+        lifetime + DEADLINE,
+        || async {
+            let (response, _) = hook.admit("team-a", ECR_IMAGE, true).await;
+            warnings(&response)
+                .into_iter()
+                .find(|w| w.contains("token-expired"))
+        },
+    )
+    .await;
+    assert!(SystemTime::now() >= expires_at(&source), "not before expiry");
+    assert!(
+        warned.contains(&format!("\"{TOKEN_SECRET}\"")) && warned.contains(&expiry_text),
+        "names the Secret and its expiry: {warned}"
+    );
+    assert!(!warned.contains("pw-1"), "{warned}");
+}
