@@ -326,11 +326,15 @@ async fn a_token_that_expired_unrefreshed_is_warned_about_at_admission_through_i
     .await;
     let source = api.get_secret(SOURCE_NS, TOKEN_SECRET).expect("kept");
     let expiry_text = source.metadata.annotations.as_ref().unwrap()[EXPIRES_AT].clone();
-    eventually("the copy to carry its source's expiry", DEADLINE, || async {
-        let copy = api.get_secret("team-a", TOKEN_SECRET)?;
-        (copy.metadata.annotations.as_ref()?.get(EXPIRES_AT) == Some(&expiry_text))
-            .then_some(())
-    })
+    eventually(
+        "the copy to carry its source's expiry",
+        DEADLINE,
+        || async {
+            let copy = api.get_secret("team-a", TOKEN_SECRET)?;
+            (copy.metadata.annotations.as_ref()?.get(EXPIRES_AT) == Some(&expiry_text))
+                .then_some(())
+        },
+    )
     .await;
 
     let warned = eventually(
@@ -344,7 +348,10 @@ async fn a_token_that_expired_unrefreshed_is_warned_about_at_admission_through_i
         },
     )
     .await;
-    assert!(SystemTime::now() >= expires_at(&source), "not before expiry");
+    assert!(
+        SystemTime::now() >= expires_at(&source),
+        "not before expiry"
+    );
     assert!(
         warned.contains(&format!("\"{TOKEN_SECRET}\"")) && warned.contains(&expiry_text),
         "names the Secret and its expiry: {warned}"

@@ -213,11 +213,19 @@ async fn an_expired_token_is_warned_about_through_its_copy_and_a_fresh_one_is_no
         "{warned:?}"
     );
     let copy = api.get_secret("team-a", "ecr-pull").expect("copy");
-    assert_eq!(expiry_annotation(&copy), Some(EXPIRED), "the copy carries it");
+    assert_eq!(
+        expiry_annotation(&copy),
+        Some(EXPIRED),
+        "the copy carries it"
+    );
 
     // Without the source, only the copy can tell. Once the caches have seen the source go
     // (a namespace without a copy no longer hears of the expiry), team-a still does.
-    api.remove(support::fake_apiserver::Kind::Secrets, SOURCE_NS, "ecr-pull");
+    api.remove(
+        support::fake_apiserver::Kind::Secrets,
+        SOURCE_NS,
+        "ecr-pull",
+    );
     eventually("the caches to see the source gone", DEADLINE, || async {
         let (response, _) = hook.admit("team-b", ECR_IMAGE, true).await;
         (!warnings(&response).iter().any(|w| w.contains(EXPIRED))).then_some(())

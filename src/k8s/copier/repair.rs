@@ -230,13 +230,17 @@ mod tests {
         let mut h = Harness::start();
         let expiring = |at: &str| {
             let mut s = pull_secret(SOURCE_NS, b"v1");
-            s.metadata.annotations.get_or_insert_with(Default::default).insert(
-                crate::expiry::ANNOTATION_EXPIRES_AT.into(),
-                at.into(),
-            );
+            s.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(crate::expiry::ANNOTATION_EXPIRES_AT.into(), at.into());
             s
         };
-        h.cache(written_copy(&expiring("2026-01-01T00:00:00Z"), SOURCE_NS, "7"));
+        h.cache(written_copy(
+            &expiring("2026-01-01T00:00:00Z"),
+            SOURCE_NS,
+            "7",
+        ));
         // Same data, a later expiry (a token source re-minted the same password).
         let later = expiring("2026-01-01T12:00:00Z");
         h.cache(later.clone());
