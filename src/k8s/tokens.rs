@@ -97,7 +97,7 @@ fn unclaimed(mut secret: Secret) -> Secret {
 /// How a claim write ended.
 enum Claimed {
     /// This replica mints; the Secret as written with the claim.
-    Won(Secret),
+    Won(Box<Secret>),
     /// 409: another replica (or a user) wrote since the version we decided on.
     Lost,
     Failed(String),
@@ -251,7 +251,7 @@ impl TokenRefresher {
         let existing = match existing {
             None => None,
             Some(current) => match self.claim(&api, name, &current).await {
-                Claimed::Won(claimed) => Some(claimed),
+                Claimed::Won(claimed) => Some(*claimed),
                 Claimed::Lost => {
                     self.metrics.token_mint(name, kind, "lost_race");
                     debug!(
@@ -367,7 +367,7 @@ impl TokenRefresher {
         )
         .await
         {
-            Ok(Ok(written)) => Claimed::Won(written),
+            Ok(Ok(written)) => Claimed::Won(Box::new(written)),
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => Claimed::Lost,
             Ok(Err(error)) => Claimed::Failed(error.to_string()),
             Err(_) => Claimed::Failed(format!("no answer within {WRITE_TIMEOUT:?}")),
