@@ -479,3 +479,47 @@ impl TokenRefresher {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::time::UNIX_EPOCH;
+
+    fn claimed(value: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                annotations: Some([(ANNOTATION_MINTING.to_string(), value.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn a_claim_holds_until_its_instant_and_a_malformed_one_is_none() {
+        let until = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let secret = claimed(&format!("serve-0-1a2b3c4d {}", tokens::rfc3339(until)));
+        let before = until - Duration::from_secs(1);
+        assert_eq!(claim(&secret, before), Some(("serve-0-1a2b3c4d", until)));
+        assert_eq!(claim(&secret, until), None, "expired at its instant");
+        assert_eq!(claim(&claimed("serve-0"), before), None);
+        assert_eq!(claim(&claimed("serve-0 tomorrow"), before), None);
+        assert_eq!(claim(&Secret::default(), before), None);
+    }
+
+    #[test]
+    fn the_written_credential_carries_no_claim() {
+        let mut secret = claimed("serve-0 2030-01-01T00:00:00Z");
+        secret
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "kept".into());
+        let out = unclaimed(secret);
+        let annotations = out.metadata.annotations.unwrap();
+        assert!(!annotations.contains_key(ANNOTATION_MINTING));
+        assert_eq!(annotations["team"], "kept");
+    }
+}
