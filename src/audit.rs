@@ -17,7 +17,10 @@
 //! * ServiceAccount mode: ServiceAccounts a rule keeps its secret on (`serviceAccounts`) whose
 //!   `imagePullSecrets` do not list it, and managed copies no rule gives their namespace any
 //!   more: kept while a Pod or ServiceAccount there names them (`copy-kept-referenced`), else
-//!   due for `serve`'s prune (`copy-unneeded`).
+//!   due for `serve`'s prune (`copy-unneeded`);
+//! * token Secrets (those carrying `pullsecret-injector.io/expires-at`: the ones `serve` mints
+//!   and their copies) are listed with their expiry, and an expired one is `token-expired`:
+//!   the kubelet still sends it and the registry refuses it.
 //!
 //! Coverage of a rule's registry pattern (kubelet `matchImages` syntax) is decided on a
 //! sample image made from the pattern: each `*` in a host label becomes `x`, a `[...]` class
@@ -41,8 +44,9 @@ use crate::dockerconfig::{
     self, Content, DockerConfig, Document, SecretDoc, Severity, TYPE_DOCKERCFG,
     TYPE_DOCKERCONFIGJSON, display_key,
 };
+use crate::expiry::{self, ANNOTATION_EXPIRES_AT, UnixTime};
 use crate::k8s::copy::{self, CopyState};
-use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, is_managed};
+use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, ANNOTATION_TOKEN_SOURCE, is_managed};
 use crate::plan::{self, Namespace as PlanNamespace, Operation};
 use crate::policy::Policy;
 use crate::reference::ImageRef;
@@ -75,6 +79,15 @@ pub struct SecretSummary {
     pub copy_of: Option<String>,
     /// The kubelet cannot decode it.
     pub broken: bool,
+    /// For a token Secret `serve` mints: its source kind (`ecr`, `google`, `azure`).
+    #[serde(rename = "tokenSource", skip_serializing_if = "Option::is_none")]
+    pub token_source: Option<String>,
+    /// When its token stops working (RFC 3339, UTC), for token Secrets and their copies.
+    #[serde(rename = "expiresAt", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Its token is past `expiresAt` at the time of the audit.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,11 +118,21 @@ fn decode_secret(secret: &Secret) -> Option<DockerConfig> {
         .map(|(format, bytes)| dockerconfig::decode(bytes, format))
 }
 
-/// The decision: pure over what was read.
+/// The decision over what was read, judged now.
 pub fn audit(
     facts: &ClusterFacts,
     policy: Option<&Policy>,
     webhook_namespace: &str,
+) -> AuditReport {
+    audit_at(facts, policy, webhook_namespace, expiry::now())
+}
+
+/// The decision: pure over what was read and the instant token expiries are judged at.
+pub fn audit_at(
+    facts: &ClusterFacts,
+    policy: Option<&Policy>,
+    webhook_namespace: &str,
+    now: UnixTime,
 ) -> AuditReport {
     let mut report = AuditReport::default();
     let mut by_key: HashMap<(String, String), &Secret> = HashMap::new();
@@ -126,6 +149,7 @@ pub fn audit(
             key,
             by_key[key],
             decoded.get(key).and_then(Option::as_ref),
+            now,
             &mut report,
         );
     }
@@ -224,9 +248,47 @@ fn summarize_secret(
     (ns, name): &(String, String),
     secret: &Secret,
     config: Option<&DockerConfig>,
+    now: UnixTime,
     report: &mut AuditReport,
 ) {
     let object = format!("Secret {ns}/{name}");
+    let token_source = token_source(secret);
+    let expires_at = secret_annotation(secret, ANNOTATION_EXPIRES_AT)
+        .map(|text| (text, expiry::parse_rfc3339(text)));
+    let expired = matches!(expires_at, Some((_, Some(at))) if at <= now);
+    match expires_at {
+        Some((_, Some(at))) if at <= now => {
+            let whose = match (&token_source, managed_source(secret)) {
+                (Some(kind), _) => format!(
+                    "serve mints it ({kind}) and has not refreshed it: see the TokenMintFailed Events on it and serve's log"
+                ),
+                (None, Some(source)) => format!(
+                    "a copy of {source}: once the source is refreshed, serve brings the copy along"
+                ),
+                (None, None) => "renew it".to_string(),
+            };
+            report.findings.push(AuditFinding {
+                severity: Severity::Error,
+                code: "token-expired",
+                object: object.clone(),
+                message: format!(
+                    "its token expired at {} ({}): the registry refuses every pull with it; {whose}",
+                    expiry::format_rfc3339(at),
+                    expiry::relative(at, now)
+                ),
+            });
+        }
+        Some((text, None)) => report.findings.push(AuditFinding {
+            severity: Severity::Warning,
+            code: "token-expiry-unreadable",
+            object: object.clone(),
+            message: format!(
+                "its {ANNOTATION_EXPIRES_AT} annotation {:?} is not an RFC 3339 time",
+                crate::quote::short(text)
+            ),
+        }),
+        _ => {}
+    }
     let mut registries = Vec::new();
     let broken = config.is_some_and(DockerConfig::is_broken);
     match config {
@@ -281,7 +343,28 @@ fn summarize_secret(
         registries,
         copy_of: managed_source(secret),
         broken,
+        token_source,
+        expires_at: expires_at
+            .map(|(text, at)| at.map_or_else(|| text.to_string(), expiry::format_rfc3339)),
+        expired,
     });
+}
+
+fn secret_annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// The source kind of a token Secret `serve` mints (ours, with the token-source annotation).
+fn token_source(secret: &Secret) -> Option<String> {
+    is_managed(secret)
+        .then(|| secret_annotation(secret, ANNOTATION_TOKEN_SOURCE))
+        .flatten()
+        .map(str::to_string)
 }
 
 fn managed_source(secret: &Secret) -> Option<String> {
@@ -306,7 +389,12 @@ fn audit_copies(
     by_key: &HashMap<(String, String), &Secret>,
     report: &mut AuditReport,
 ) {
-    let mut copies: Vec<&Secret> = facts.secrets.iter().filter(|s| is_managed(s)).collect();
+    // Token Secrets `serve` mints are managed too, but they are sources, not copies.
+    let mut copies: Vec<&Secret> = facts
+        .secrets
+        .iter()
+        .filter(|s| is_managed(s) && token_source(s).is_none())
+        .collect();
     copies.sort_by_key(|s| ns_name(&s.metadata));
     let policy_names = policy.map(Policy::secret_names).unwrap_or_default();
     for copy in copies {
@@ -370,6 +458,16 @@ fn audit_copies(
                     message: format!("managed copy of {written_from} was edited by hand: {why}"),
                 });
                 continue;
+            }
+            CopyState::Stale
+                if copy::expiry_differs(copy, source)
+                    && copy::content_hash(copy) == copy::content_hash(source)
+                    && written_from == source_ref =>
+            {
+                format!(
+                    "managed copy of {source_ref} does not carry its source's {ANNOTATION_EXPIRES_AT} ({}): Pods here are not warned when the token expires until serve rewrites it",
+                    secret_annotation(source, ANNOTATION_EXPIRES_AT).unwrap_or("none")
+                )
             }
             CopyState::Stale if written_from != source_ref => format!(
                 "managed copy of {written_from}, but the policy now takes {name} from {source_ref}: Pods here pull with the old source's credentials until it is rewritten"

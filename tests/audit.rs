@@ -680,3 +680,182 @@ async fn large_clusters_are_read_page_by_page() {
         .count();
     assert!(pod_lists >= 2, "read in pages ({pod_lists} requests)");
 }
+
+/// A token Secret as `serve` mints it (managed, kind and expiry annotated).
+fn token_secret(name: &str, kind: &str, expires_at: &str, registry: &str) -> Value {
+    let mut s = secret(
+        "registry-credentials",
+        name,
+        JSON_TYPE,
+        &config(&[registry]),
+    );
+    s["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "pullsecret-injector"});
+    s["metadata"]["annotations"] = json!({
+        "pullsecret-injector.io/token-source": kind,
+        "pullsecret-injector.io/expires-at": expires_at,
+    });
+    s
+}
+
+/// A copy of `source` as the copier writes it: same content, the source's expiry.
+fn token_copy(ns: &str, source: &Value) -> Value {
+    let name = source["metadata"]["name"].as_str().unwrap();
+    let mut c = source.clone();
+    c["metadata"] = json!({"name": name, "namespace": ns,
+    "labels": {"app.kubernetes.io/managed-by": "pullsecret-injector"},
+    "annotations": {
+        "pullsecret-injector.io/source": format!("registry-credentials/{name}"),
+        "pullsecret-injector.io/source-hash": hash_of(source),
+        "pullsecret-injector.io/expires-at": source["metadata"]["annotations"]["pullsecret-injector.io/expires-at"],
+    }});
+    c
+}
+
+const TOKEN_POLICY: &str = "\
+sourceNamespace: registry-credentials
+tokenSources:
+  - secret: ecr-pull
+    ecr:
+      region: eu-west-1
+  - secret: gar-pull
+    google:
+      registries: [europe-docker.pkg.dev]
+rules:
+  - name: ecr
+    registries: [\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\"]
+    secret: ecr-pull
+  - name: gar
+    registries: [\"europe-docker.pkg.dev\"]
+    secret: gar-pull
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_secrets_are_listed_with_their_expiry_and_expired_ones_flagged() {
+    let expired = token_secret(
+        "ecr-pull",
+        "ecr",
+        "2025-01-01T00:00:00Z",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+    );
+    let fresh = token_secret(
+        "gar-pull",
+        "google",
+        "2999-01-01T00:00:00Z",
+        "europe-docker.pkg.dev",
+    );
+    let api = FakeApiServer::start().await;
+    for ns in ["registry-credentials", "team-a"] {
+        api.put_namespace(ns, &[]);
+    }
+    for s in [
+        expired.clone(),
+        fresh.clone(),
+        token_copy("team-a", &expired),
+        token_copy("team-a", &fresh),
+    ] {
+        api.put(Kind::Secrets, s);
+    }
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), TOKEN_POLICY).unwrap();
+    let policy_arg = policy.path().to_str().unwrap();
+
+    let out = run_audit(&api, &["--policy", policy_arg, "-o", "json"]).await;
+    cli::assert_exit(&out, 1);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = |ns: &str, name: &str| {
+        report["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["namespace"] == ns && s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{ns}/{name} listed: {report}"))
+    };
+    let source = summary("registry-credentials", "ecr-pull");
+    assert_eq!(source["tokenSource"], "ecr");
+    assert_eq!(source["expiresAt"], "2025-01-01T00:00:00Z");
+    assert_eq!(source["expired"], true);
+    let copy = summary("team-a", "ecr-pull");
+    assert_eq!(copy["expiresAt"], "2025-01-01T00:00:00Z");
+    assert_eq!(copy["expired"], true);
+    assert_eq!(copy["copyOf"], "registry-credentials/ecr-pull");
+    let gar = summary("registry-credentials", "gar-pull");
+    assert_eq!(gar["tokenSource"], "google");
+    assert_eq!(gar["expiresAt"], "2999-01-01T00:00:00Z");
+    assert!(gar.get("expired").is_none(), "{gar}");
+
+    let flagged: BTreeSet<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "token-expired")
+        .map(|f| f["object"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        flagged,
+        BTreeSet::from([
+            "Secret registry-credentials/ecr-pull".to_string(),
+            "Secret team-a/ecr-pull".to_string(),
+        ]),
+        "{report}"
+    );
+    // The copies carry their sources' expiry: current, nothing else to say.
+    let codes: BTreeSet<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, BTreeSet::from(["token-expired"]), "{report}");
+
+    let text = run_audit(&api, &["--policy", policy_arg]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("registry-credentials/ecr-pull [kubernetes.io/dockerconfigjson] covers: 123456789012.dkr.ecr.eu-west-1.amazonaws.com (minted by serve: ecr) EXPIRED at 2025-01-01T00:00:00Z"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(minted by serve: google) expires 2999-01-01T00:00:00Z"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "error: Secret registry-credentials/ecr-pull: its token expired at 2025-01-01T00:00:00Z"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_copy_without_its_sources_expiry_is_stale() {
+    let source = token_secret(
+        "ecr-pull",
+        "ecr",
+        "2999-01-01T00:00:00Z",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+    );
+    // Written before copies carried the expiry: same content, no annotation.
+    let mut old = token_copy("team-a", &source);
+    old["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pullsecret-injector.io/expires-at");
+    let policy = Policy::parse(TOKEN_POLICY, "policy.yaml").unwrap();
+    let secrets: Vec<Secret> = [source, old]
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let facts = ClusterFacts {
+        secrets,
+        ..ClusterFacts::default()
+    };
+    let report = audit(&facts, Some(&policy), "pullsecret-injector");
+    let stale: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == "copy-stale" && f.object == "Secret team-a/ecr-pull")
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(stale.len(), 1, "{:?}", report.findings);
+    assert!(stale[0].contains("expires-at"), "{}", stale[0]);
+}

@@ -102,8 +102,73 @@ fn explain_json_has_exactly_the_documented_keys() {
                 {"rule": "quay", "reason": "none of its registries (quay.io) matches registry.gitlab.com/acme/mirror/app"},
             ],
             "serviceAccounts": [],
+            "tokenSources": [],
         })
     );
+}
+
+#[test]
+fn explain_says_a_token_source_secret_is_minted_by_serve_and_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        &dir,
+        "policy.yaml",
+        "sourceNamespace: registry-credentials
+tokenSources:
+  - secret: ecr-pull
+    ecr:
+      region: eu-west-1
+      registryIds: [\"123456789012\"]
+  - secret: gar-pull
+    google:
+      registries: [europe-docker.pkg.dev]
+rules:
+  - name: ecr
+    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
+    secret: ecr-pull
+  - name: gar
+    registries: [europe-docker.pkg.dev]
+    secret: gar-pull
+  - name: gitlab
+    registries: [registry.gitlab.com]
+    secret: gitlab-pull
+",
+    );
+    let explain = |image: &str, json: bool| {
+        let mut args = vec!["explain", "--policy", &policy, "--image", image];
+        if json {
+            args.extend(["-o", "json"]);
+        }
+        let out = cli::run(&args, b"");
+        cli::assert_exit(&out, 0);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1";
+    let v: Value = serde_json::from_str(&explain(ecr, true)).unwrap();
+    assert_eq!(
+        v["tokenSources"],
+        json!([{"secret": "ecr-pull", "kind": "ecr",
+                "mintedFor": "region eu-west-1, registries 123456789012",
+                "refresh": "at half-life"}])
+    );
+    let text = explain(ecr, false);
+    assert!(
+        text.contains(
+            "token source:   ecr-pull minted by serve (ecr, region eu-west-1, registries 123456789012), refreshed at half-life"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("pullsecret-injector.io/expires-at"), "{text}");
+    let gar = explain("europe-docker.pkg.dev/p/r/app:1", false);
+    assert!(
+        gar.contains("gar-pull minted by serve (google, registries europe-docker.pkg.dev)"),
+        "{gar}"
+    );
+    // A Secret the user keeps is not said to be minted.
+    let gitlab = explain("registry.gitlab.com/acme/app:1", false);
+    assert!(!gitlab.contains("token source:"), "{gitlab}");
+    let v: Value = serde_json::from_str(&explain("registry.gitlab.com/acme/app:1", true)).unwrap();
+    assert_eq!(v["tokenSources"], json!([]));
 }
 
 #[test]
@@ -143,7 +208,7 @@ fn explain_of_an_invalid_image_is_an_answer_not_an_error() {
     assert_eq!(v["valid"], false);
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     assert_eq!(v["registry"], Value::Null);
-    assert_eq!(v.as_object().unwrap().len(), 12);
+    assert_eq!(v.as_object().unwrap().len(), 13);
 
     let text = cli::run(&["explain", "--image", "nginx"], b"");
     assert_eq!(text.status.code(), Some(0));

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use support::cloud::{CLOUD_VARIABLES, Failure, FakeCloud};
-use support::fake_apiserver::FakeApiServer;
+use support::fake_apiserver::{FakeApiServer, Match};
 
 const LIFETIME: Duration = Duration::from_secs(30);
 const TOKEN_SECRET: &str = "ecr-pull";
@@ -207,10 +207,14 @@ async fn failed_mints_keep_the_last_good_secret_and_are_reported() {
         .get_secret(SOURCE_NS, TOKEN_SECRET)
         .expect("still there");
     assert_eq!(kept.data, good.data, "the last good credential stays");
-    assert_eq!(
-        kept.metadata.resource_version,
-        good.metadata.resource_version
-    );
+    assert_eq!(kept.metadata.uid, good.metadata.uid);
+    // A failed attempt takes back its claim (a write), and nothing else changes.
+    let without_claim = |s: &Secret| {
+        let mut a = s.metadata.annotations.clone().unwrap_or_default();
+        a.remove("pullsecret-injector.io/minting");
+        a
+    };
+    assert_eq!(without_claim(&kept), without_claim(&good));
 
     // Retried with backoff, and recovers once the cloud answers again.
     cloud.set_failure(Failure::None);
@@ -301,4 +305,176 @@ rules:\n  - name: gar\n    registries: [\"*.pkg.dev\", gcr.io]\n    secret: gar-
         "{left:?}"
     );
     drop(hook);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expired_unrefreshed_is_warned_about_at_admission_through_its_copy() {
+    // Short-lived, so that it expires within the test once refreshes fail.
+    let lifetime = Duration::from_secs(12);
+    let cloud = FakeCloud::start(lifetime, "pw-1");
+    let api = cluster_with(&ecr_policy()).await;
+    let hook = webhook(&api, cloud.aws_env()).await;
+    token_secret_with_password(&api, "pw-1", DEADLINE).await;
+
+    // Fresh: injected, copied, no warning.
+    let (response, _) = hook.admit("team-a", ECR_IMAGE, false).await;
+    assert_eq!(injected_names(&response), vec![TOKEN_SECRET.to_string()]);
+    assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
+
+    // From now on every refresh fails: the last good token stays until it expires.
+    cloud.set_failure(Failure::ServerError);
+    let failures = "pullsecret_injector_token_mint_failures_total{secret=\"ecr-pull\",provider=\"ecr\",result=\"refused\"}";
+    eventually("a failed refresh", REFRESH_DEADLINE, || async {
+        (hook.metric(failures).await >= 1.0).then_some(())
+    })
+    .await;
+    let source = api.get_secret(SOURCE_NS, TOKEN_SECRET).expect("kept");
+    let expiry_text = source.metadata.annotations.as_ref().unwrap()[EXPIRES_AT].clone();
+    eventually(
+        "the copy to carry its source's expiry",
+        DEADLINE,
+        || async {
+            let copy = api.get_secret("team-a", TOKEN_SECRET)?;
+            (copy.metadata.annotations.as_ref()?.get(EXPIRES_AT) == Some(&expiry_text))
+                .then_some(())
+        },
+    )
+    .await;
+
+    let warned = eventually(
+        "an admission warning once the token has expired",
+        lifetime + DEADLINE,
+        || async {
+            let (response, _) = hook.admit("team-a", ECR_IMAGE, true).await;
+            warnings(&response)
+                .into_iter()
+                .find(|w| w.contains("token-expired"))
+        },
+    )
+    .await;
+    assert!(
+        SystemTime::now() >= expires_at(&source),
+        "not before expiry"
+    );
+    assert!(
+        warned.contains(&format!("\"{TOKEN_SECRET}\"")) && warned.contains(&expiry_text),
+        "names the Secret and its expiry: {warned}"
+    );
+    assert!(!warned.contains("pw-1"), "{warned}");
+}
+
+/// A token Secret as a replica left it `age` ago with a `lifetime` token: managed, minted for
+/// the ECR source of [`ecr_policy`].
+fn minted_secret(password: &str, age: Duration, lifetime: Duration) -> Secret {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |secs: i64| {
+        k8s_openapi::jiff::Timestamp::from_second(secs)
+            .unwrap()
+            .to_string()
+    };
+    let minted = now - age.as_secs() as i64;
+    let config = serde_json::json!({"auths": {ECR_HOST: {"username": "AWS", "password": password,
+        "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("AWS:{password}"))}}});
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(TOKEN_SECRET.into()),
+            namespace: Some(SOURCE_NS.into()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_LABEL.to_string(),
+                "pullsecret-injector".to_string(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (
+                    "pullsecret-injector.io/token-source".to_string(),
+                    "ecr".to_string(),
+                ),
+                (
+                    "pullsecret-injector.io/token-config".to_string(),
+                    "ecr:eu-west-1:".to_string(),
+                ),
+                ("pullsecret-injector.io/minted-at".to_string(), at(minted)),
+                (
+                    EXPIRES_AT.to_string(),
+                    at(minted + lifetime.as_secs() as i64),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(config.to_string().into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_mint_once_per_refresh_period() {
+    let lifetime = Duration::from_secs(20);
+    let cloud = FakeCloud::start(lifetime, "pw-1");
+    let api = cluster_with(&ecr_policy()).await;
+    // Half its lifetime is gone: due on both replicas the moment their caches have it, so
+    // both decide on the same resourceVersion and race.
+    let old = api.put_secret(&minted_secret(
+        "pw-0",
+        Duration::from_secs(60),
+        Duration::from_secs(120),
+    ));
+    // The first claim is held up on its way, so that the other replica, deciding on the same
+    // resourceVersion meanwhile, writes first: the held-up one then meets a 409.
+    api.delay(
+        Match::any()
+            .method("PUT")
+            .resource("secrets")
+            .name(TOKEN_SECRET),
+        Duration::from_secs(3),
+        Some(1),
+    );
+    let (a, b) = tokio::join!(
+        webhook(&api, cloud.aws_env()),
+        webhook(&api, cloud.aws_env())
+    );
+
+    let first = token_secret_with_password(&api, "pw-1", DEADLINE).await;
+    assert_eq!(first.metadata.uid, old.metadata.uid, "updated in place");
+    // Each later period is minted by whichever replica's refresh point comes first; when a
+    // new password shows, every mint of the periods before it has been counted.
+    for (n, password) in [(2, "pw-2"), (3, "pw-3"), (4, "pw-4")] {
+        cloud.set_password(password);
+        token_secret_with_password(&api, password, REFRESH_DEADLINE).await;
+        assert_eq!(
+            cloud.calls().ecr,
+            n,
+            "one mint per period, {password}\nreplica a:\n{}\nreplica b:\n{}",
+            a.logs().join("\n"),
+            b.logs().join("\n")
+        );
+    }
+    let minted = format!(
+        "pullsecret_injector_token_mints_total{{secret=\"{TOKEN_SECRET}\",provider=\"ecr\",result=\"minted\"}}"
+    );
+    let lost = format!(
+        "pullsecret_injector_token_mints_total{{secret=\"{TOKEN_SECRET}\",provider=\"ecr\",result=\"lost_race\"}}"
+    );
+    // Each mint was written by the replica that made it; every write refused with 409 (a
+    // stale resourceVersion, as the apiserver answers) was taken as another replica's win.
+    eventually("the replicas' counters to settle", DEADLINE, || async {
+        let minted = a.metric(&minted).await + b.metric(&minted).await;
+        let lost = a.metric(&lost).await + b.metric(&lost).await;
+        let conflicts = api
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.method == "PUT"
+                    && r.resource.as_deref() == Some("secrets")
+                    && r.status == Some(409)
+            })
+            .count();
+        (minted == 4.0 && conflicts >= 1 && lost as usize == conflicts).then_some(())
+    })
+    .await;
 }

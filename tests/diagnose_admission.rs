@@ -162,3 +162,107 @@ async fn listed_secret_with_an_expired_token_is_warned_about() {
     assert_eq!(hook.metric(TOKEN_EXPIRED).await, 1.0);
     assert_eq!(hook.metric(KEY_MISMATCH).await, 0.0);
 }
+
+/// A token Secret as `serve` mints it: managed, naming its source kind and its expiry.
+fn managed_token_secret(name: &str, expires_at: &str) -> Secret {
+    let mut secret = source_secret(
+        name,
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        Some(expires_at),
+    );
+    secret.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/managed-by".to_string(),
+            "pullsecret-injector".to_string(),
+        )]
+        .into(),
+    );
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("pullsecret-injector.io/token-source".into(), "ecr".into());
+    secret
+}
+
+fn expiry_annotation(secret: &Secret) -> Option<&str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("pullsecret-injector.io/expires-at")
+        .map(String::as_str)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_warned_about_through_its_copy_and_a_fresh_one_is_not() {
+    const EXPIRED: &str = "2025-01-01T00:00:00Z";
+    let api = cluster_with_mistakes().await;
+    api.put_secret(&managed_token_secret("ecr-pull", EXPIRED));
+    api.put_namespace("team-b", &[]);
+    let hook = Webhook::start(&api, &[]).await;
+
+    // Injected: the Pod's namespace gets a copy, and the copy says when the token dies.
+    let (response, _) = hook.admit("team-a", ECR_IMAGE, false).await;
+    assert_eq!(injected_names(&response), vec!["ecr-pull".to_string()]);
+    let warned = warnings(&response);
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("\"ecr-pull\"") && w.contains(EXPIRED)),
+        "{warned:?}"
+    );
+    let copy = api.get_secret("team-a", "ecr-pull").expect("copy");
+    assert_eq!(
+        expiry_annotation(&copy),
+        Some(EXPIRED),
+        "the copy carries it"
+    );
+
+    // Without the source, only the copy can tell. Once the caches have seen the source go
+    // (a namespace without a copy no longer hears of the expiry), team-a still does.
+    api.remove(
+        support::fake_apiserver::Kind::Secrets,
+        SOURCE_NS,
+        "ecr-pull",
+    );
+    eventually("the caches to see the source gone", DEADLINE, || async {
+        let (response, _) = hook.admit("team-b", ECR_IMAGE, true).await;
+        (!warnings(&response).iter().any(|w| w.contains(EXPIRED))).then_some(())
+    })
+    .await;
+    let (response, _) = hook
+        .admit_pod(
+            "team-a",
+            pod_listing("team-a", ECR_IMAGE, &["ecr-pull"]),
+            true,
+        )
+        .await;
+    let warned = warnings(&response);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("\"ecr-pull\"")
+            && warned[0].contains(EXPIRED)
+            && warned[0].contains("token-expired"),
+        "{warned:?}"
+    );
+
+    // A fresh token draws nothing, from its source or its copy.
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let fresh = k8s_openapi::jiff::Timestamp::from_second(now + 6 * 3600)
+        .unwrap()
+        .to_string();
+    api.put_secret(&managed_token_secret("ecr-pull", &fresh));
+    eventually("the copy to follow the fresh token", DEADLINE, || async {
+        let copy = api.get_secret("team-a", "ecr-pull")?;
+        (expiry_annotation(&copy) == Some(fresh.as_str())).then_some(())
+    })
+    .await;
+    eventually("the warning to stop", DEADLINE, || async {
+        let (response, _) = hook.admit("team-a", ECR_IMAGE, true).await;
+        warnings(&response).is_empty().then_some(())
+    })
+    .await;
+    let (response, _) = hook.admit("team-b", ECR_IMAGE, false).await;
+    assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
+}

@@ -16,7 +16,7 @@ use crate::dockerconfig::{Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::policy::Policy;
 
 pub use crate::audit::{
-    AuditFinding, AuditReport, ClusterFacts, SecretSummary, audit, sample_target,
+    AuditFinding, AuditReport, ClusterFacts, SecretSummary, audit, audit_at, sample_target,
 };
 pub use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY};
 /// Key of the policy document in its ConfigMap.
@@ -186,8 +186,18 @@ fn print_text(report: &AuditReport) {
             .as_ref()
             .map(|c| format!(" (managed copy of {c})"))
             .unwrap_or_default();
+        let minted = s
+            .token_source
+            .as_ref()
+            .map(|kind| format!(" (minted by serve: {kind})"))
+            .unwrap_or_default();
+        let expiry = match &s.expires_at {
+            Some(at) if s.expired => format!(" EXPIRED at {at}"),
+            Some(at) => format!(" expires {at}"),
+            None => String::new(),
+        };
         println!(
-            "  {}/{} [{}] covers: {covers}{copy}",
+            "  {}/{} [{}] covers: {covers}{copy}{minted}{expiry}",
             s.namespace, s.name, s.secret_type
         );
     }

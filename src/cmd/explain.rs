@@ -8,7 +8,7 @@ use crate::cli::{ExplainArgs, OutputFormat};
 use crate::cmd::check::require_policy;
 use crate::cmd::output;
 use crate::plan::{self, Namespace, Operation, PodFacts};
-use crate::policy::Policy;
+use crate::policy::{Policy, TokenProvider};
 use crate::reference::ImageRef;
 
 /// `explain -o json`: exactly these keys, `null` where a value is absent.
@@ -30,7 +30,41 @@ struct Explanation {
     /// Matching rules in ServiceAccount mode: the ServiceAccounts of the namespace that list
     /// the secret, so Pods running as them get it even without the webhook.
     service_accounts: Vec<ServiceAccountCoverage>,
+    /// The secrets given that `serve` mints itself (`tokenSources`), with how.
+    token_sources: Vec<MintedSecret>,
 }
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MintedSecret {
+    secret: String,
+    /// `ecr`, `google` or `azure`.
+    kind: String,
+    /// What is minted, in words: region and registry ids, or the registries.
+    minted_for: String,
+    /// When serve mints it again. The current token's expiry is only known in the cluster
+    /// (`audit`, or the Secret's `pullsecret-injector.io/expires-at`).
+    refresh: &'static str,
+}
+
+/// What `serve` mints for `provider`, in words.
+fn minted_for(provider: &TokenProvider) -> String {
+    match provider {
+        TokenProvider::Ecr {
+            region,
+            registry_ids,
+        } if registry_ids.is_empty() => format!("region {region}, the caller's account"),
+        TokenProvider::Ecr {
+            region,
+            registry_ids,
+        } => format!("region {region}, registries {}", registry_ids.join(", ")),
+        TokenProvider::Google { registries } => format!("registries {}", registries.join(", ")),
+        TokenProvider::Azure { registry } => format!("registry {registry}"),
+    }
+}
+
+/// The refresh rule of `tokens::refresh_point`, for people.
+const REFRESH: &str = "at half-life";
 
 #[derive(Debug, Serialize)]
 struct NotApplied {
@@ -70,6 +104,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         secrets: Vec::new(),
         service_accounts: Vec::new(),
         not_applied: Vec::new(),
+        token_sources: Vec::new(),
     };
     let mut notes = Vec::new();
     match ImageRef::parse(&args.image) {
@@ -138,6 +173,14 @@ fn apply_policy(
             if !out.rules.contains(&rule) {
                 out.rules.push(rule);
             }
+        }
+        if let Some(source) = policy.token_source(&need.name) {
+            out.token_sources.push(MintedSecret {
+                secret: need.name.clone(),
+                kind: source.provider.kind().to_string(),
+                minted_for: minted_for(&source.provider),
+                refresh: REFRESH,
+            });
         }
         out.secrets.push(need.name);
     }
@@ -223,6 +266,16 @@ fn print_text(e: &Explanation, notes: &[String]) {
         println!(
             "serviceAccounts: {} listed on {who} of the namespace (rule {}): Pods running as them get it even while the webhook is down",
             sa.secret, sa.rule
+        );
+    }
+    for t in &e.token_sources {
+        println!(
+            "token source:   {} minted by serve ({}, {}), refreshed {}; its expiry is on the Secret (`pullsecret-injector audit`, or its {} annotation)",
+            t.secret,
+            t.kind,
+            t.minted_for,
+            t.refresh,
+            crate::expiry::ANNOTATION_EXPIRES_AT
         );
     }
     for note in notes {

@@ -14,6 +14,7 @@ pub const ANNOTATION_SOURCE: &str = "pullsecret-injector.io/source";
 pub const ANNOTATION_SOURCE_HASH: &str = "pullsecret-injector.io/source-hash";
 
 pub(crate) use crate::dockerconfig::{TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
+use crate::expiry::ANNOTATION_EXPIRES_AT;
 
 /// Whether a Secret can be handed to the kubelet as a pull secret (and so may be copied).
 pub(crate) fn is_pull_secret_type(secret: &Secret) -> bool {
@@ -55,7 +56,9 @@ pub(crate) fn source_ref(source_namespace: &str, name: &str) -> String {
 }
 
 /// The copy of `source` for `namespace`: same type and data, our label, annotations naming the
-/// source and its content hash. Nothing else of the source's metadata is carried over: server
+/// source and its content hash, and the source's token expiry ([`ANNOTATION_EXPIRES_AT`]) when
+/// it has one, so that what the kubelet gets in the namespace says when it stops working (the
+/// admission warning and `diagnose` read it there). Nothing else of the source's metadata is carried over: server
 /// fields (uid, resourceVersion, ...) and ownerReferences are namespace-bound, and the source's
 /// own labels and annotations may hold data (kubectl's last-applied-configuration does).
 /// `immutable` is not copied so that a rotation can update the copy in place.
@@ -65,6 +68,16 @@ pub(crate) fn build_copy(
     name: &str,
     namespace: &str,
 ) -> Secret {
+    let mut annotations = BTreeMap::from([
+        (
+            ANNOTATION_SOURCE.to_string(),
+            source_ref(source_namespace, name),
+        ),
+        (ANNOTATION_SOURCE_HASH.to_string(), content_hash(source)),
+    ]);
+    if let Some(at) = annotation(source, ANNOTATION_EXPIRES_AT) {
+        annotations.insert(ANNOTATION_EXPIRES_AT.to_string(), at.to_string());
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -73,13 +86,7 @@ pub(crate) fn build_copy(
                 LABEL_MANAGED_BY.to_string(),
                 MANAGED_BY.to_string(),
             )])),
-            annotations: Some(BTreeMap::from([
-                (
-                    ANNOTATION_SOURCE.to_string(),
-                    source_ref(source_namespace, name),
-                ),
-                (ANNOTATION_SOURCE_HASH.to_string(), content_hash(source)),
-            ])),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         },
         type_: source.type_.clone(),
@@ -129,8 +136,8 @@ pub(crate) fn deletable_copy(secret: &Secret) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CopyState {
     Current,
-    /// The source changed since the copy was written (a rotation), or the policy now takes
-    /// it from another source namespace.
+    /// The source changed since the copy was written (a rotation), the copy does not carry
+    /// the source's expiry, or the policy now takes it from another source namespace.
     Stale,
     /// The copy's content no longer matches the hash it carries: someone edited it.
     Drifted,
@@ -148,11 +155,21 @@ pub(crate) fn compare(copy: &Secret, source: &Secret, source_namespace: &str) ->
         CopyState::TypeChanged
     } else if !unchanged_since_written(copy) {
         CopyState::Drifted
-    } else if actual != wanted || from != Some(source_ref(source_namespace, name).as_str()) {
+    } else if actual != wanted
+        || from != Some(source_ref(source_namespace, name).as_str())
+        || expiry_differs(copy, source)
+    {
         CopyState::Stale
     } else {
         CopyState::Current
     }
+}
+
+/// Whether the copy says another expiry than its source (or none while the source has one):
+/// a copy that holds the source's data but not its expiry would hide an expired token from
+/// the admission warning, so it is not current.
+pub(crate) fn expiry_differs(copy: &Secret, source: &Secret) -> bool {
+    annotation(copy, ANNOTATION_EXPIRES_AT) != annotation(source, ANNOTATION_EXPIRES_AT)
 }
 
 /// `copy` rewritten to match `source`, keeping the copy's identity (resourceVersion for
@@ -173,6 +190,8 @@ pub(crate) fn updated_copy(
     let labels = out.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.extend(fresh.metadata.labels.unwrap_or_default());
     let annotations = out.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    // The expiry is the source's: gone from the copy when the source no longer says one.
+    annotations.remove(ANNOTATION_EXPIRES_AT);
     annotations.extend(fresh.metadata.annotations.unwrap_or_default());
     out.metadata.managed_fields = None;
     out.data = fresh.data;
@@ -302,6 +321,55 @@ mod tests {
         assert_eq!(updated.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(updated.data, v2.data);
         assert_eq!(compare(&updated, &v2, "creds"), CopyState::Current);
+    }
+
+    fn with_expiry(mut secret: Secret, at: &str) -> Secret {
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_EXPIRES_AT.into(), at.into());
+        secret
+    }
+
+    fn expiry_of(secret: &Secret) -> Option<&str> {
+        annotation(secret, ANNOTATION_EXPIRES_AT)
+    }
+
+    #[test]
+    fn a_copy_carries_its_sources_expiry_and_follows_it() {
+        let v1 = with_expiry(source(b"v1"), "2026-01-01T00:00:00Z");
+        let copy = build_copy(&v1, "creds", "regcred", "team-a");
+        assert_eq!(expiry_of(&copy), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(compare(&copy, &v1, "creds"), CopyState::Current);
+        assert!(deletable_copy(&copy), "the expiry is not content");
+
+        // The source's expiry moved (same data): the copy is stale until rewritten.
+        let later = with_expiry(source(b"v1"), "2026-01-01T12:00:00Z");
+        assert_eq!(compare(&copy, &later, "creds"), CopyState::Stale);
+        let updated = updated_copy(&copy, &later, "creds", "regcred");
+        assert_eq!(expiry_of(&updated), Some("2026-01-01T12:00:00Z"));
+        assert_eq!(compare(&updated, &later, "creds"), CopyState::Current);
+
+        // A copy written before copies carried the expiry is stale too.
+        let mut old = copy.clone();
+        old.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(ANNOTATION_EXPIRES_AT);
+        assert_eq!(compare(&old, &v1, "creds"), CopyState::Stale);
+
+        // The source stopped saying when it expires: so does the copy.
+        let plain = source(b"v1");
+        assert_eq!(compare(&copy, &plain, "creds"), CopyState::Stale);
+        let updated = updated_copy(&copy, &plain, "creds", "regcred");
+        assert_eq!(expiry_of(&updated), None);
+        assert_eq!(compare(&updated, &plain, "creds"), CopyState::Current);
+        assert_eq!(
+            expiry_of(&build_copy(&plain, "creds", "regcred", "team-a")),
+            None
+        );
     }
 
     #[test]

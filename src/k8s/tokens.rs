@@ -3,9 +3,13 @@
 //! Reads come from the per-name Secret watches (the same caches the copies use); copies follow
 //! a refresh through the normal copy path, because a refresh is just a change of the source.
 //! Several replicas mint once between them: each decides from the Secret alone (its minted-at
-//! and expires-at), writes carry the resourceVersion they were computed from, and a 409 means
-//! another replica got there first. A failed mint leaves the Secret as it is and is retried
-//! with backoff; a Secret of that name that we do not manage is never written.
+//! and expires-at), and before minting claims the refresh on the Secret itself with a
+//! conditional write of [`ANNOTATION_MINTING`] (the resourceVersion it decided on): replicas
+//! that decided on the same version race there, one write wins and the others get 409, which
+//! means another replica won; they then see the claim, and next the fresh Secret, and do not
+//! mint. No leader election: the Secret is the lock, held no longer than one mint and write.
+//! A failed mint releases the claim, leaves the data as it is and is retried with backoff; a
+//! Secret of that name that we do not manage is never written.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -34,6 +38,15 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How long a Secret we just wrote is waited for in the cache before it is looked at anew.
 const WRITE_SETTLE: Duration = Duration::from_secs(10);
+/// `<replica> <RFC 3339 instant>`: this replica is minting the Secret's next credential and
+/// the others leave it alone until then. Never copied (copies carry type, data and expiry).
+pub(crate) const ANNOTATION_MINTING: &str = "pullsecret-injector.io/minting";
+/// How long a claim holds: one mint and one write. A replica that dies while minting blocks
+/// the others no longer than this.
+const CLAIM_TTL: Duration = MINT_TIMEOUT.saturating_add(WRITE_TIMEOUT);
+/// After losing a claim race, how long before this replica looks again (its cache shows the
+/// winner's claim within milliseconds).
+const CLAIM_LOST_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct SourceState {
@@ -55,6 +68,39 @@ pub(crate) struct TokenRefresher {
     metrics: Arc<Metrics>,
     minter: Arc<dyn Minter>,
     states: Mutex<HashMap<String, SourceState>>,
+    /// Who this replica is in its claims: the instance name and a per-process draw, so that
+    /// a restarted Pod of the same name does not take its predecessor's claim for its own.
+    replica: String,
+}
+
+/// The claim on `secret`, if one holds at `now`: `(replica, until)`.
+fn claim(secret: &Secret, now: SystemTime) -> Option<(&str, SystemTime)> {
+    let value = secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_MINTING)?;
+    let (replica, until) = value.split_once(' ')?;
+    let until = tokens::parse_rfc3339(until)?;
+    (until > now).then_some((replica, until))
+}
+
+/// `secret` without a claim.
+fn unclaimed(mut secret: Secret) -> Secret {
+    if let Some(annotations) = secret.metadata.annotations.as_mut() {
+        annotations.remove(ANNOTATION_MINTING);
+    }
+    secret.metadata.managed_fields = None;
+    secret
+}
+
+/// How a claim write ended.
+enum Claimed {
+    /// This replica mints; the Secret as written with the claim.
+    Won(Box<Secret>),
+    /// 409: another replica (or a user) wrote since the version we decided on.
+    Lost,
+    Failed(String),
 }
 
 fn jitter_draw(name: &str) -> f64 {
@@ -72,11 +118,17 @@ impl TokenRefresher {
         metrics: Arc<Metrics>,
         minter: Arc<dyn Minter>,
     ) -> Arc<Self> {
+        let replica = format!(
+            "{}-{:08x}",
+            instance.as_deref().unwrap_or("serve"),
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+        );
         let reporter = Reporter {
             controller: super::MANAGED_BY.to_string(),
             instance,
         };
         Arc::new(Self {
+            replica,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             policy,
@@ -176,6 +228,14 @@ impl TokenRefresher {
                 if state.retry_at.is_some_and(|at| at > now) {
                     return None;
                 }
+                if let Some((replica, until)) = existing
+                    .as_deref()
+                    .and_then(|s| claim(s, SystemTime::now()))
+                    .filter(|(replica, _)| *replica != self.replica)
+                {
+                    debug!(secret = name, replica, until = %tokens::rfc3339(until), "another replica is minting");
+                    return None;
+                }
                 Some(existing)
             }
         }
@@ -184,26 +244,57 @@ impl TokenRefresher {
     async fn refresh(&self, source: TokenSource, existing: Option<Arc<Secret>>, namespace: &str) {
         let name = source.secret.as_str();
         let kind = source.provider.kind();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        // An existing Secret is claimed first, so that only one replica mints. A missing one
+        // cannot be (creating it empty would hand Pods a Secret without a credential): two
+        // replicas starting together may both mint it once, and the second create is a 409.
+        let existing = match existing {
+            None => None,
+            Some(current) => match self.claim(&api, name, &current).await {
+                Claimed::Won(claimed) => Some(*claimed),
+                Claimed::Lost => {
+                    self.metrics.token_mint(name, kind, "lost_race");
+                    debug!(
+                        secret = name,
+                        "another replica claimed this refresh first; not minting"
+                    );
+                    if let Some(state) = self.lock().get_mut(name) {
+                        state.retry_at = Some(Instant::now() + CLAIM_LOST_PAUSE);
+                    }
+                    return;
+                }
+                Claimed::Failed(error) => {
+                    self.metrics.token_mint(name, kind, "write_failed");
+                    warn!(secret = name, %error, "could not claim the token Secret's refresh; retrying");
+                    self.backoff(name);
+                    return;
+                }
+            },
+        };
         debug!(
             secret = name,
             provider = kind,
             "minting registry credential"
         );
-        let minted =
+        let failed =
             match tokio::time::timeout(MINT_TIMEOUT, self.minter.mint(&source.provider)).await {
-                Ok(Ok(minted)) => minted,
-                Ok(Err(error)) => {
-                    return self.mint_failed(&source, namespace, existing.as_deref(), error);
-                }
-                Err(_) => {
-                    let error = MintError::Unreachable {
-                        service: kind.to_string(),
-                        detail: format!("no answer within {MINT_TIMEOUT:?}"),
-                    };
-                    return self.mint_failed(&source, namespace, existing.as_deref(), error);
-                }
+                Ok(Ok(minted)) => Ok(minted),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(MintError::Unreachable {
+                    service: kind.to_string(),
+                    detail: format!("no answer within {MINT_TIMEOUT:?}"),
+                }),
             };
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let minted = match failed {
+            Ok(minted) => minted,
+            Err(error) => {
+                let kept = match existing {
+                    Some(claimed) => Some(self.release(&api, name, claimed).await),
+                    None => None,
+                };
+                return self.mint_failed(&source, namespace, kept.as_ref(), error);
+            }
+        };
         let result = match &existing {
             None => {
                 let secret = tokens::build_secret(name, namespace, &source.provider, &minted);
@@ -211,8 +302,8 @@ impl TokenRefresher {
                     .await
             }
             Some(current) => {
-                // Carries the resourceVersion of what we decided on: a concurrent write wins.
-                let secret = tokens::updated_secret(current, &source.provider, &minted);
+                // Carries the resourceVersion of our claim: a concurrent write wins.
+                let secret = unclaimed(tokens::updated_secret(current, &source.provider, &minted));
                 tokio::time::timeout(
                     WRITE_TIMEOUT,
                     api.replace(name, &PostParams::default(), &secret),
@@ -255,6 +346,51 @@ impl TokenRefresher {
                 );
                 self.backoff(name);
             }
+        }
+    }
+
+    /// Marks `current` as being minted by this replica, conditional on its resourceVersion.
+    async fn claim(&self, api: &Api<Secret>, name: &str, current: &Secret) -> Claimed {
+        let until = SystemTime::now() + CLAIM_TTL;
+        let mut claimed = unclaimed(current.clone());
+        claimed
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                ANNOTATION_MINTING.to_string(),
+                format!("{} {}", self.replica, tokens::rfc3339(until)),
+            );
+        match tokio::time::timeout(
+            WRITE_TIMEOUT,
+            api.replace(name, &PostParams::default(), &claimed),
+        )
+        .await
+        {
+            Ok(Ok(written)) => Claimed::Won(Box::new(written)),
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => Claimed::Lost,
+            Ok(Err(error)) => Claimed::Failed(error.to_string()),
+            Err(_) => Claimed::Failed(format!("no answer within {WRITE_TIMEOUT:?}")),
+        }
+    }
+
+    /// Takes our claim back after a failed mint, so that another replica (whose identity
+    /// may work) can try; the data stays as it is. Best effort: a claim left behind expires.
+    /// Returns the Secret as it now is, as far as this replica knows.
+    async fn release(&self, api: &Api<Secret>, name: &str, claimed: Secret) -> Secret {
+        let released = unclaimed(claimed.clone());
+        match tokio::time::timeout(
+            WRITE_TIMEOUT,
+            api.replace(name, &PostParams::default(), &released),
+        )
+        .await
+        {
+            Ok(Ok(written)) => written,
+            Ok(Err(error)) => {
+                debug!(secret = name, %error, "claim not released; it expires by itself");
+                claimed
+            }
+            Err(_) => claimed,
         }
     }
 
@@ -341,5 +477,49 @@ impl TokenRefresher {
                 Err(_) => warn!(%secret, "recording event timed out"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::time::UNIX_EPOCH;
+
+    fn claimed(value: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                annotations: Some([(ANNOTATION_MINTING.to_string(), value.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn a_claim_holds_until_its_instant_and_a_malformed_one_is_none() {
+        let until = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let secret = claimed(&format!("serve-0-1a2b3c4d {}", tokens::rfc3339(until)));
+        let before = until - Duration::from_secs(1);
+        assert_eq!(claim(&secret, before), Some(("serve-0-1a2b3c4d", until)));
+        assert_eq!(claim(&secret, until), None, "expired at its instant");
+        assert_eq!(claim(&claimed("serve-0"), before), None);
+        assert_eq!(claim(&claimed("serve-0 tomorrow"), before), None);
+        assert_eq!(claim(&Secret::default(), before), None);
+    }
+
+    #[test]
+    fn the_written_credential_carries_no_claim() {
+        let mut secret = claimed("serve-0 2030-01-01T00:00:00Z");
+        secret
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "kept".into());
+        let out = unclaimed(secret);
+        let annotations = out.metadata.annotations.unwrap();
+        assert!(!annotations.contains_key(ANNOTATION_MINTING));
+        assert_eq!(annotations["team"], "kept");
     }
 }

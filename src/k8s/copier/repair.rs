@@ -226,6 +226,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_source_whose_expiry_moved_rewrites_the_copy_with_it() {
+        let mut h = Harness::start();
+        let expiring = |at: &str| {
+            let mut s = pull_secret(SOURCE_NS, b"v1");
+            s.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(crate::expiry::ANNOTATION_EXPIRES_AT.into(), at.into());
+            s
+        };
+        h.cache(written_copy(
+            &expiring("2026-01-01T00:00:00Z"),
+            SOURCE_NS,
+            "7",
+        ));
+        // Same data, a later expiry (a token source re-minted the same password).
+        let later = expiring("2026-01-01T12:00:00Z");
+        h.cache(later.clone());
+        h.triggers.send(NAME.into()).unwrap();
+        let replaces = h.until_calls("replace", 1).await;
+        let body = replaces[0].body.as_ref().unwrap();
+        assert_eq!(
+            body.metadata.annotations.as_ref().unwrap()[crate::expiry::ANNOTATION_EXPIRES_AT],
+            "2026-01-01T12:00:00Z"
+        );
+        assert_eq!(copy::compare(body, &later, SOURCE_NS), CopyState::Current);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_type_change_deletes_exactly_the_compared_copy_and_recreates_it() {
         let mut h = Harness::start();
         let mut old = pull_secret(SOURCE_NS, b"v1");
