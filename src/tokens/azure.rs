@@ -110,7 +110,6 @@ async fn entra_token(client: &reqwest::Client) -> Result<String, MintError> {
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: env("AZURE_CLIENT_ID").map(UserAssignedId::ClientId),
                 client_options: client_options(client),
-                ..ManagedIdentityCredentialOptions::default()
             };
             let credential = ManagedIdentityCredential::new(Some(options))
                 .map_err(|e| setup_error(Identity::Managed, &e))?;
