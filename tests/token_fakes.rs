@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use support::cloud::{AZURE_CLIENT_ID, AZURE_TENANT_ID, CLOUD_VARIABLES, FakeCloud, ROLE_ARN};
+use support::cloud::{
+    AZURE_CLIENT_ID, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID, CLOUD_VARIABLES, FakeCloud, ROLE_ARN,
+};
 
 #[test]
 fn real_cloud_clients_accept_the_fakes() {
@@ -45,6 +47,11 @@ fn real_cloud_clients_accept_the_fakes() {
         .env("FAKE_AZURE_TENANT_ID", AZURE_TENANT_ID)
         .env("FAKE_AZURE_CLIENT_ID", AZURE_CLIENT_ID)
         .env("FAKE_AZURE_TOKEN_FILE", cloud.azure_token_file())
+        .env(
+            "FAKE_IDENTITY_ENDPOINT",
+            format!("http://{}/msi/token", cloud.metadata),
+        )
+        .env("FAKE_IDENTITY_HEADER", AZURE_IDENTITY_HEADER)
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -61,4 +68,5 @@ fn real_cloud_clients_accept_the_fakes() {
     assert!(calls.sts >= 2 && calls.ecr >= 2, "{calls:?}");
     assert!(calls.google_token >= 1 && calls.metadata >= 1, "{calls:?}");
     assert!(calls.entra >= 1 && calls.acr_exchange >= 1, "{calls:?}");
+    assert!(calls.managed_identity >= 1, "{calls:?}");
 }

@@ -202,6 +202,95 @@ fn acr_refresh_token_through_workload_identity() {
     assert_eq!((calls.entra, calls.acr_exchange), (1, 1), "{calls:?}");
 }
 
+/// Managed identity through the Azure SDK's `ManagedIdentityCredential`, at App Service's
+/// endpoint (`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`: the SDK fixes IMDS at 169.254.169.254, so
+/// this is the managed identity source a test can point at), then the same ACR exchange.
+#[test]
+fn acr_refresh_token_through_managed_identity() {
+    let cloud = FakeCloud::start(Duration::from_secs(10_800), "unused");
+    let registry = cloud.https_host();
+    let out = mint(&cloud.azure_managed_env(), &["--from-acr", &registry]);
+    assert_exit(&out, 0);
+    let (config, annotations) = printed(&out);
+    assert_eq!(config["auths"][registry.as_str()]["username"], ACR_USER);
+    assert!(expires_in(&annotations) > Duration::from_secs(10_700));
+    let calls = cloud.calls();
+    assert_eq!(
+        (calls.managed_identity, calls.entra, calls.acr_exchange),
+        (1, 0, 1),
+        "{calls:?}"
+    );
+    // A user-assigned identity is asked for by AZURE_CLIENT_ID.
+    let mut env = cloud.azure_managed_env();
+    env.push(("AZURE_CLIENT_ID".into(), "not-assigned-here".into()));
+    let out = mint(&env, &["--from-acr", &registry]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Azure managed identity refused: HTTP 400"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(support::cloud::AZURE_IDENTITY_HEADER),
+        "{stderr}"
+    );
+}
+
+/// The Entra call goes through the Azure SDK: a refusal is reported with the status and
+/// Entra's numeric error code, at once (the SDK's own retries are off: the refresher's backoff
+/// is the one retry policy), and without the federated token or any issued token.
+#[test]
+fn a_refused_azure_mint_is_a_clear_error_without_secrets() {
+    let cloud = FakeCloud::start(LIFETIME, "never-printed");
+    cloud.set_failure(Failure::Throttle);
+    let registry = cloud.https_host();
+    let out = mint(&cloud.azure_env(), &["--from-acr", &registry]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot mint a azure credential"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Entra ID workload identity refused: HTTP 503 (90033)"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(
+        !stderr.contains(support::cloud::AZURE_ASSERTION) && !stderr.contains("never-printed"),
+        "{stderr}"
+    );
+    let calls = cloud.calls();
+    assert_eq!((calls.refused, calls.entra), (1, 0), "{calls:?}");
+}
+
+/// Workload identity as the Azure SDK reads it: a tenant the fake Entra does not know is
+/// refused with Entra's own code, so the SDK really sent `AZURE_TENANT_ID` to
+/// `AZURE_AUTHORITY_HOST`.
+#[test]
+fn azure_workload_identity_settings_come_from_the_environment() {
+    let cloud = FakeCloud::start(LIFETIME, "unused");
+    let registry = cloud.https_host();
+    let mut env = cloud.azure_env();
+    for (name, value) in &mut env {
+        if name == "AZURE_TENANT_ID" {
+            *value = "00000000-0000-0000-0000-000000000009".into();
+        }
+    }
+    let out = mint(&env, &["--from-acr", &registry]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 400 (90002)"), "{stderr}");
+    env.retain(|(name, _)| name != "AZURE_CLIENT_ID");
+    let out = mint(&env, &["--from-acr", &registry]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AZURE_FEDERATED_TOKEN_FILE is set but AZURE_CLIENT_ID is not"),
+        "{stderr}"
+    );
+}
+
 /// The Secret is proven usable: skopeo reads an image from a real docker-registry whose
 /// htpasswd knows the password the fake ECR issued, with the minted docker config as its
 /// auth file.

@@ -7,8 +7,21 @@
 //! then gcloud's well-known file, then the metadata server (`GCE_METADATA_HOST` honoured; GKE
 //! Workload Identity answers there). The lifetime is the token endpoint's `expires_in`.
 //!
-//! Why not a crate: `google-cloud-auth` (the maintained one with `external_account`) does not
-//! expose a token's expiry, which the refresh schedule and the Secret's expires-at need.
+//! Why not a crate (checked against each crate's source, December 2026): the refresh schedule
+//! and the Secret's expires-at need the token's expiry, `external_account` is required, and
+//! every cloud call shares one trust (`SSL_CERT_FILE` added to the system roots) on ring.
+//! - `google-cloud-auth` 1.19.0 (googleapis, the official one): `AccessToken` carries only
+//!   `token`; the expiry lives in its `pub(crate) mod token`, and `headers()` returns none
+//!   either. It also needs Rust 1.91 (we support 1.89) and builds its own reqwest clients.
+//! - `gcp_auth` 0.12.7: no `external_account` at all, and the metadata server is fixed at
+//!   `metadata.google.internal` (no `GCE_METADATA_HOST`).
+//! - `gcloud-auth` 1.4.0 (community): has the expiry and `external_account`, but signs JWTs only
+//!   through jsonwebtoken 11's aws-lc-rs or RustCrypto `rsa` backends (RUSTSEC-2023-0071, no
+//!   fixed release), builds its own clients (so `SSL_CERT_FILE` replaces the system roots
+//!   instead of adding to them, and every call has a fixed 3 s timeout), refuses URL-sourced
+//!   subject tokens without `headers` and `format` (both optional in Google's format), puts
+//!   response bodies into its error texts, and falls back to the metadata server when the file
+//!   `GOOGLE_APPLICATION_CREDENTIALS` names cannot be read.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -153,6 +153,18 @@ def azure() -> None:
     check(answer.status_code == 200, f"ACR exchange: {answer.status_code}")
     check(answer.json()["refresh_token"].count(".") == 2, "ACR refresh token is a JWT")
 
+    # Managed identity at App Service's endpoint (the SDK reads these two when it is built).
+    from azure.identity import ManagedIdentityCredential
+
+    os.environ["IDENTITY_ENDPOINT"] = ENV["FAKE_IDENTITY_ENDPOINT"]
+    os.environ["IDENTITY_HEADER"] = ENV["FAKE_IDENTITY_HEADER"]
+    managed = ManagedIdentityCredential().get_token("https://containerregistry.azure.net/.default")
+    check(managed.token.count(".") == 2, "managed identity access token is a JWT")
+    check(
+        managed.expires_on > datetime.datetime.now().timestamp(),
+        "managed identity expiry (expires_on as a string of Unix seconds)",
+    )
+
 
 def main() -> int:
     failed = 0

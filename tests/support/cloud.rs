@@ -7,9 +7,10 @@
 //! - the GCE metadata server's token endpoint (plain HTTP, requires `Metadata-Flavor: Google`),
 //! - Google's OAuth token endpoint (RFC 7523 JWT bearer grant; the RS256 signature is checked),
 //! - the Entra ID token endpoint (client credentials with a federated client assertion),
+//! - App Service's managed identity endpoint (plain HTTP, requires `X-IDENTITY-HEADER`),
 //! - the ACR `/oauth2/exchange` (an Entra access token in, a refresh token JWT out).
 //!
-//! Everything but the metadata server is HTTPS with a certificate from a test CA; point
+//! Everything but the metadata servers is HTTPS with a certificate from a test CA; point
 //! `SSL_CERT_FILE` at [`FakeCloud::ca_file`]. Knobs: the lifetime of what is issued, the
 //! password it carries, and a failure mode. Real clients (boto3, google-auth, azure-identity)
 //! are run against it in `tests/token_fakes.rs` so it is not shaped by our own code.
@@ -44,6 +45,8 @@ pub const AZURE_ASSERTION: &str = "eyJhbGciOiJSUzI1NiJ9.azure-federated-token.si
 pub const GOOGLE_SA_EMAIL: &str = "puller@acme-prod.iam.gserviceaccount.com";
 /// The ACR user name that goes with a refresh token.
 pub const ACR_USER: &str = "00000000-0000-0000-0000-000000000000";
+/// The secret App Service puts in `IDENTITY_HEADER` for its managed identity endpoint.
+pub const AZURE_IDENTITY_HEADER: &str = "fake-app-service-identity-header";
 
 /// How the fake answers mint calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct Calls {
     pub google_token: usize,
     pub entra: usize,
     pub acr_exchange: usize,
+    /// Tokens from the App Service managed identity endpoint.
+    pub managed_identity: usize,
     /// Requests refused because of a failure mode or bad input.
     pub refused: usize,
 }
@@ -169,6 +174,7 @@ impl FakeCloud {
             .route("/oauth2/exchange", axum::routing::post(acr_exchange))
             .with_state(shared.clone());
         let mds = Router::new()
+            .route("/msi/token", axum::routing::get(app_service_identity))
             .fallback(metadata_server)
             .with_state(shared.clone());
 
@@ -311,6 +317,23 @@ impl FakeCloud {
         env
     }
 
+    /// Environment for an Azure managed identity mint through App Service's endpoint
+    /// (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`), on the plain HTTP listener as on App Service.
+    pub fn azure_managed_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "IDENTITY_ENDPOINT".to_string(),
+                format!("http://{}/msi/token", self.metadata),
+            ),
+            (
+                "IDENTITY_HEADER".to_string(),
+                AZURE_IDENTITY_HEADER.to_string(),
+            ),
+        ];
+        env.extend(self.common_env());
+        env
+    }
+
     /// Environment for an Azure workload identity mint.
     pub fn azure_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
@@ -362,6 +385,12 @@ pub const CLOUD_VARIABLES: &[&str] = &[
     "AZURE_FEDERATED_TOKEN_FILE",
     "AZURE_AUTHORITY_HOST",
     "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
 ];
 
 impl Drop for FakeCloud {
@@ -445,6 +474,33 @@ fn oauth_error(shared: &Shared, status: StatusCode, code: &str, why: &str) -> Re
         json_response(
             serde_json::json!({"error": code, "error_description": why}),
             "application/json",
+        ),
+    )
+}
+
+/// Entra ID's error body: besides the OAuth `error` and `error_description`, the numeric
+/// `error_codes` (the AADSTS numbers) that the Azure SDKs report, as the real endpoint sends.
+fn entra_error(shared: &Shared, status: StatusCode, code: &str, why: &str) -> Response {
+    let numbers: Vec<u64> = why
+        .strip_prefix("AADSTS")
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .into_iter()
+        .collect();
+    refuse(
+        shared,
+        status,
+        why,
+        json_response(
+            serde_json::json!({
+                "error": code,
+                "error_description": why,
+                "error_codes": numbers,
+                "timestamp": rfc3339(now_secs()).replace('T', " "),
+                "trace_id": "00000000-0000-0000-0000-000000000001",
+                "correlation_id": "00000000-0000-0000-0000-000000000002",
+            }),
+            "application/json; charset=utf-8",
         ),
     )
 }
@@ -1035,7 +1091,7 @@ async fn entra(
     let params = form(&body);
     let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
     if tenant != AZURE_TENANT_ID {
-        return oauth_error(
+        return entra_error(
             &shared,
             StatusCode::BAD_REQUEST,
             "invalid_tenant",
@@ -1043,7 +1099,7 @@ async fn entra(
         );
     }
     if get("grant_type") != "client_credentials" {
-        return oauth_error(
+        return entra_error(
             &shared,
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -1051,7 +1107,7 @@ async fn entra(
         );
     }
     if get("client_id") != AZURE_CLIENT_ID {
-        return oauth_error(
+        return entra_error(
             &shared,
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
@@ -1061,7 +1117,7 @@ async fn entra(
     if get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
         || get("client_assertion") != AZURE_ASSERTION
     {
-        return oauth_error(
+        return entra_error(
             &shared,
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -1069,7 +1125,7 @@ async fn entra(
         );
     }
     if get("scope") != "https://containerregistry.azure.net/.default" {
-        return oauth_error(
+        return entra_error(
             &shared,
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -1078,7 +1134,7 @@ async fn entra(
     }
     let failure = shared.lock().failure;
     if failure != Failure::None {
-        return oauth_error(
+        return entra_error(
             &shared,
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -1121,6 +1177,73 @@ async fn entra_discovery(
             "id_token_signing_alg_values_supported": ["RS256"],
             "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
             "tenant_region_scope": "EU",
+        }),
+        "application/json; charset=utf-8",
+    )
+}
+
+/// App Service's managed identity endpoint (REST protocol 2019-08-01): `GET` with
+/// `api-version`, `resource` and optionally `client_id`, the `X-IDENTITY-HEADER` secret; the
+/// answer's `expires_on` is a string of Unix seconds.
+async fn app_service_identity(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = form(query.unwrap_or_default().as_bytes());
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+    let error = |status: StatusCode, why: &str| {
+        refuse(
+            &shared,
+            status,
+            why,
+            json_response(
+                serde_json::json!({"statusCode": status.as_u16(), "message": why}),
+                "application/json; charset=utf-8",
+            ),
+        )
+    };
+    if headers
+        .get("x-identity-header")
+        .and_then(|v| v.to_str().ok())
+        != Some(AZURE_IDENTITY_HEADER)
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "X-IDENTITY-HEADER missing or wrong",
+        );
+    }
+    if get("api-version") != "2019-08-01" {
+        return error(StatusCode::BAD_REQUEST, "unsupported api-version");
+    }
+    if get("resource") != "https://containerregistry.azure.net" {
+        return error(StatusCode::BAD_REQUEST, "unexpected resource");
+    }
+    if params
+        .get("client_id")
+        .is_some_and(|id| id != AZURE_CLIENT_ID)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the requested identity is not assigned",
+        );
+    }
+    if shared.lock().failure != Failure::None {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    }
+    let mut settings = shared.lock();
+    settings.serial += 1;
+    settings.calls.managed_identity += 1;
+    let exp = now_secs() + 3600;
+    let token = jwt_with_exp(exp, settings.serial);
+    settings.entra_tokens.push(token.clone());
+    json_response(
+        serde_json::json!({
+            "access_token": token,
+            "expires_on": exp.to_string(),
+            "resource": "https://containerregistry.azure.net",
+            "token_type": "Bearer",
+            "client_id": AZURE_CLIENT_ID,
         }),
         "application/json; charset=utf-8",
     )
