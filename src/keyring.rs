@@ -169,6 +169,16 @@ impl<C> Default for Keyring<C> {
     }
 }
 
+/// Entries are added in iteration order, as the kubelet walks a config's `auths` and a Pod's
+/// Secrets; keys it would skip are skipped.
+impl<C, K: AsRef<str>> Extend<(K, C)> for Keyring<C> {
+    fn extend<I: IntoIterator<Item = (K, C)>>(&mut self, entries: I) {
+        for (key, credential) in entries {
+            self.add(key.as_ref(), credential);
+        }
+    }
+}
+
 impl<C> Keyring<C> {
     pub fn new() -> Self {
         Self::default()
