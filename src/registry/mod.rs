@@ -12,6 +12,8 @@ use reqwest::{StatusCode, Url, header};
 use serde::Serialize;
 use thiserror::Error;
 
+mod trust;
+
 /// Manifest media types a runtime accepts (OCI index/manifest, Docker list/manifest).
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
@@ -120,7 +122,9 @@ pub enum Outcome {
         scheme: AuthScheme,
     },
     Tls {
+        /// The reason in plain words, with what to do about it.
         detail: String,
+        /// Nothing the client trusts vouches for the certificate: `--ca-file` would help.
         unknown_ca: bool,
     },
     ConnectionRefused {
@@ -192,15 +196,7 @@ impl Outcome {
                 "the registry requires authentication ({}) and no credential was sent",
                 via(scheme)
             ),
-            Outcome::Tls { detail, unknown_ca } => {
-                if *unknown_ca {
-                    format!(
-                        "TLS error: the registry's certificate is signed by an unknown CA ({detail}); pass the CA with --ca-file"
-                    )
-                } else {
-                    format!("TLS error: {detail}")
-                }
-            }
+            Outcome::Tls { detail, .. } => format!("TLS error: {detail}"),
             Outcome::ConnectionRefused { detail } => {
                 format!(
                     "connection refused: nothing listens at {} ({detail})",
@@ -315,19 +311,13 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     pub fn new(options: &ClientOptions) -> Result<Self, ClientError> {
+        let tls =
+            trust::client_config(options.ca_pem.as_deref(), options.insecure_skip_tls_verify)?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("pullsecret-injector/", env!("CARGO_PKG_VERSION")))
-            .tls_danger_accept_invalid_certs(options.insecure_skip_tls_verify);
+            .tls_backend_preconfigured(tls);
         if let Some(timeout) = options.timeout {
             builder = builder.timeout(timeout);
-        }
-        if let Some(pem) = &options.ca_pem {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|_| ClientError::BadCaFile)?;
-            if certs.is_empty() {
-                return Err(ClientError::BadCaFile);
-            }
-            builder = builder.tls_certs_merge(certs);
         }
         let http = builder
             .build()
@@ -341,7 +331,7 @@ impl RegistryClient {
     /// Authenticates as a runtime would and checks that the manifest exists.
     pub async fn check(&self, target: &Target, auth: Option<&BasicAuth>) -> Outcome {
         let base = format!("{}://{}", self.scheme, target.host);
-        let ping = match self.http.get(format!("{base}/v2/")).send().await {
+        let mut ping = match self.http.get(format!("{base}/v2/")).send().await {
             Ok(r) => r,
             Err(e) => return transport_outcome(&e),
         };
@@ -356,11 +346,19 @@ impl RegistryClient {
             }
             StatusCode::UNAUTHORIZED => {}
             other => {
-                return Outcome::Other {
-                    detail: format!(
-                        "GET /v2/ answered {other}; this does not look like a registry API"
-                    ),
+                // Go's HTTPS servers answer plain HTTP with a 400 that says so; the first
+                // chunk is enough to recognise it.
+                let start = ping.chunk().await.ok().flatten().unwrap_or_default();
+                let detail = if self.scheme == "http"
+                    && String::from_utf8_lossy(&start).contains("HTTP request to an HTTPS server")
+                {
+                    format!(
+                        "the registry speaks HTTPS on this port (GET /v2/ over plain HTTP answered {other}); drop --plain-http"
+                    )
+                } else {
+                    format!("GET /v2/ answered {other}; this does not look like a registry API")
                 };
+                return Outcome::Other { detail };
             }
         }
         let challenges = ping
@@ -381,7 +379,20 @@ impl RegistryClient {
             let resp = self
                 .head_manifest(&manifest_url, Some(Authorization::Basic(auth)))
                 .await;
-            manifest_outcome(resp, AuthScheme::Basic, true)
+            let realm = challenges
+                .iter()
+                .find(|c| c.scheme == "basic")
+                .and_then(|c| c.param("realm"));
+            match manifest_outcome(resp, AuthScheme::Basic, true) {
+                // The realm names which user database refused, when a host fronts several.
+                Outcome::BadCredentials { scheme, detail } if realm.is_some() => {
+                    Outcome::BadCredentials {
+                        scheme,
+                        detail: format!("{detail}, realm {:?}", realm.unwrap_or_default()),
+                    }
+                }
+                other => other,
+            }
         } else {
             Outcome::Other {
                 detail: "GET /v2/ answered 401 without a Basic or Bearer challenge".to_string(),
@@ -427,7 +438,7 @@ impl RegistryClient {
                 return if auth.is_some() {
                     Outcome::BadCredentials {
                         scheme: AuthScheme::Bearer,
-                        detail: "the token server answered 401".to_string(),
+                        detail: format!("the token server {realm} answered 401"),
                     }
                 } else {
                     Outcome::AuthRequired {
@@ -574,16 +585,7 @@ fn transport_outcome(err: &reqwest::Error) -> Outcome {
     }
     let detail = chain_text(err);
     if let Some(t) = tls {
-        let unknown_ca = matches!(
-            t,
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-        );
-        let detail = match t {
-            rustls::Error::InvalidMessage(_) => {
-                format!("{t}; if the registry speaks plain HTTP, use --plain-http")
-            }
-            _ => t.to_string(),
-        };
+        let (detail, unknown_ca) = tls_reason(t);
         return Outcome::Tls { detail, unknown_ca };
     }
     if refused {
@@ -593,6 +595,72 @@ fn transport_outcome(err: &reqwest::Error) -> Outcome {
         return Outcome::Timeout { detail };
     }
     Outcome::Other { detail }
+}
+
+/// One line on why the handshake failed, in the terms of the registry's certificate, and
+/// whether `--ca-file` is the fix.
+fn tls_reason(err: &rustls::Error) -> (String, bool) {
+    use rustls::CertificateError as C;
+    let when = |t: &rustls::pki_types::UnixTime| {
+        crate::expiry::format_rfc3339(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+    };
+    let rustls::Error::InvalidCertificate(cert) = err else {
+        return match err {
+            // A TLS client reading an HTTP answer sees a record that is not TLS.
+            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => (
+                "the registry does not speak TLS on this port; if it serves plain HTTP, use --plain-http".to_string(),
+                false,
+            ),
+            other => (other.to_string(), false),
+        };
+    };
+    let webpki_error = match cert {
+        C::Other(other) => other.0.downcast_ref::<webpki::Error>(),
+        _ => None,
+    };
+    match (cert, webpki_error) {
+        (C::UnknownIssuer, _) => (
+            "the registry's certificate is signed by an unknown CA; pass that CA with --ca-file".to_string(),
+            true,
+        ),
+        (_, Some(webpki::Error::CaUsedAsEndEntity)) => (
+            "the registry presents a CA certificate (self-signed, CA:TRUE) that nothing trusted vouches for; pass that certificate with --ca-file".to_string(),
+            true,
+        ),
+        (C::NotValidForNameContext { expected, presented }, _) => (
+            format!(
+                "the registry's certificate is not valid for {} (it names {})",
+                expected.to_str(),
+                if presented.is_empty() {
+                    "no host".to_string()
+                } else {
+                    presented.join(", ")
+                }
+            ),
+            false,
+        ),
+        (C::NotValidForName, _) => (
+            "the registry's certificate does not name this host".to_string(),
+            false,
+        ),
+        (C::ExpiredContext { not_after, .. }, _) => (
+            format!("the registry's certificate expired at {}", when(not_after)),
+            false,
+        ),
+        (C::Expired, _) => ("the registry's certificate has expired".to_string(), false),
+        (C::NotValidYetContext { not_before, .. }, _) => (
+            format!(
+                "the registry's certificate is not valid before {} (check the clocks)",
+                when(not_before)
+            ),
+            false,
+        ),
+        (C::NotValidYet, _) => (
+            "the registry's certificate is not valid yet (check the clocks)".to_string(),
+            false,
+        ),
+        _ => (format!("the registry's certificate was refused: {err}"), false),
+    }
 }
 
 fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
