@@ -107,7 +107,7 @@ impl RegistryPattern {
         Some(Self { index_key, url })
     }
 
-    pub fn index_key(&self) -> &str {
+    pub(crate) fn index_key(&self) -> &str {
         &self.index_key
     }
 
@@ -251,7 +251,7 @@ impl<C> Keyring<C> {
         }
     }
 
-    pub fn entries(&self) -> &[Entry<C>] {
+    pub(crate) fn entries(&self) -> &[Entry<C>] {
         &self.entries
     }
 

@@ -39,7 +39,7 @@ use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target}
 const LIST_PAGE: u32 = 500;
 
 #[derive(Debug, Error)]
-pub enum DiagnoseError {
+pub(crate) enum DiagnoseError {
     #[error("cannot connect to the cluster: {0}")]
     Connect(String),
     #[error("cannot {what}: {message}")]

@@ -25,7 +25,7 @@ use crate::reference::{DOCKER_HUB_API_HOSTS, ImageRef};
 use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target};
 
 #[derive(Debug, Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("cannot read {origin}: {problem}")]
     Read {
         origin: String,

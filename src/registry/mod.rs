@@ -15,17 +15,17 @@ use thiserror::Error;
 mod trust;
 
 /// Manifest media types a runtime accepts (OCI index/manifest, Docker list/manifest).
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
 /// Docker Hub's API endpoint for images normalized to `docker.io`.
-pub const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 
 /// Where to connect and what to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// `host[:port]` of the registry API (Docker Hub mapped to `registry-1.docker.io`).
     pub host: String,
     pub repository: String,
@@ -34,7 +34,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn from_image(image: &crate::reference::ImageRef) -> Self {
+    pub(crate) fn from_image(image: &crate::reference::ImageRef) -> Self {
         let host = if image.registry == crate::reference::DEFAULT_DOMAIN {
             DOCKER_HUB_API_HOST.to_string()
         } else {
@@ -55,7 +55,7 @@ impl Target {
 
 /// Client settings.
 #[derive(Debug, Clone, Default)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     /// Extra PEM roots (`--ca-file`).
     pub ca_pem: Option<Vec<u8>>,
     pub insecure_skip_tls_verify: bool,
@@ -64,7 +64,7 @@ pub struct ClientOptions {
 }
 
 #[derive(Debug, Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("the CA file holds no usable PEM certificate")]
     BadCaFile,
     #[error("cannot build the HTTP client: {0}")]
@@ -73,7 +73,7 @@ pub enum ClientError {
 
 /// Basic credentials for the registry or its token realm.
 #[derive(Clone)]
-pub struct BasicAuth {
+pub(crate) struct BasicAuth {
     pub username: String,
     pub password: String,
 }
@@ -87,7 +87,7 @@ impl std::fmt::Debug for BasicAuth {
 /// How the registry asked to be authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AuthScheme {
+pub(crate) enum AuthScheme {
     /// `/v2/` answered 200 without credentials.
     None,
     Basic,
@@ -96,7 +96,7 @@ pub enum AuthScheme {
 
 /// The result of one attempt, in the terms a user acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Authenticated (or no authentication needed) and the manifest exists.
     Found {
         scheme: AuthScheme,
@@ -140,7 +140,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Short stable name for `-o json`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Outcome::Found { .. } => "authenticated",
             Outcome::ManifestNotFound { .. } => "manifest-not-found",
@@ -155,7 +155,7 @@ impl Outcome {
     }
 
     /// A sentence or two in plain words.
-    pub fn explain(&self, target: &Target) -> String {
+    pub(crate) fn explain(&self, target: &Target) -> String {
         let repo = &target.repository;
         let via = |s: &AuthScheme| match s {
             AuthScheme::None => "no authentication required",
@@ -211,7 +211,7 @@ impl Outcome {
 
 /// One `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub(crate) struct Challenge {
     /// Lower-cased scheme (`basic`, `bearer`).
     pub scheme: String,
     /// Parameter names lower-cased, values unquoted.
@@ -219,7 +219,7 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k == name)
@@ -230,7 +230,7 @@ impl Challenge {
 /// Parses a `WWW-Authenticate` value (RFC 7235): one or more challenges, each a scheme and
 /// comma-separated `name=value` parameters whose values may be quoted strings with escapes
 /// and commas inside.
-pub fn parse_challenges(value: &str) -> Vec<Challenge> {
+pub(crate) fn parse_challenges(value: &str) -> Vec<Challenge> {
     let mut out: Vec<Challenge> = Vec::new();
     let chars: Vec<char> = value.chars().collect();
     let mut i = 0;
@@ -304,13 +304,13 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
 
 /// A configured client.
 #[derive(Debug, Clone)]
-pub struct RegistryClient {
+pub(crate) struct RegistryClient {
     http: reqwest::Client,
     scheme: &'static str,
 }
 
 impl RegistryClient {
-    pub fn new(options: &ClientOptions) -> Result<Self, ClientError> {
+    pub(crate) fn new(options: &ClientOptions) -> Result<Self, ClientError> {
         let tls =
             trust::client_config(options.ca_pem.as_deref(), options.insecure_skip_tls_verify)?;
         let mut builder = reqwest::Client::builder()
@@ -329,7 +329,7 @@ impl RegistryClient {
     }
 
     /// Authenticates as a runtime would and checks that the manifest exists.
-    pub async fn check(&self, target: &Target, auth: Option<&BasicAuth>) -> Outcome {
+    pub(crate) async fn check(&self, target: &Target, auth: Option<&BasicAuth>) -> Outcome {
         let base = format!("{}://{}", self.scheme, target.host);
         let mut ping = match self.http.get(format!("{base}/v2/")).send().await {
             Ok(r) => r,
