@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::{
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
+};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 
@@ -32,22 +34,34 @@ fn roots(extra: &[CertificateDer<'static>]) -> RootCertStore {
 /// Verifies registry certificates the way container runtimes do (see the module doc).
 #[derive(Debug)]
 pub(crate) struct RegistryTrust {
-    chain: Arc<WebPkiServerVerifier>,
+    /// `None` with `--insecure-skip-tls-verify`: any certificate is accepted, but the
+    /// handshake signatures are still checked, so the peer holds the presented key.
+    chain: Option<Arc<WebPkiServerVerifier>>,
     /// The certificates of `--ca-file`, accepted as the server's own certificate.
     pinned: Vec<CertificateDer<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl RegistryTrust {
     pub(crate) fn new(
         extra: Vec<CertificateDer<'static>>,
+        insecure: bool,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, Error> {
-        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(&extra)), provider)
-            .build()
-            .map_err(|e| Error::General(e.to_string()))?;
+        let algorithms = provider.signature_verification_algorithms;
+        let chain = if insecure {
+            None
+        } else {
+            Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots(&extra)), provider)
+                    .build()
+                    .map_err(|e| Error::General(e.to_string()))?,
+            )
+        };
         Ok(RegistryTrust {
             chain,
             pinned: extra,
+            algorithms,
         })
     }
 
@@ -104,13 +118,10 @@ impl ServerCertVerifier for RegistryTrust {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.chain.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Ok(verified) => Ok(verified),
             Err(_)
                 if self
@@ -131,7 +142,7 @@ impl ServerCertVerifier for RegistryTrust {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -140,61 +151,11 @@ impl ServerCertVerifier for RegistryTrust {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
-}
-
-/// `--insecure-skip-tls-verify`: any certificate, but the handshake signatures are still
-/// checked so the connection is at least with the holder of the presented key.
-#[derive(Debug)]
-pub(crate) struct AnyCertificate(pub(crate) Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -218,14 +179,10 @@ pub(crate) fn client_config(
         }
         None => Vec::new(),
     };
-    let verifier: Arc<dyn ServerCertVerifier> = if insecure {
-        Arc::new(AnyCertificate(provider.clone()))
-    } else {
-        Arc::new(
-            RegistryTrust::new(extra, provider.clone())
-                .map_err(|e| super::ClientError::Build(e.to_string()))?,
-        )
-    };
+    let verifier = Arc::new(
+        RegistryTrust::new(extra, insecure, provider.clone())
+            .map_err(|e| super::ClientError::Build(e.to_string()))?,
+    );
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| super::ClientError::Build(e.to_string()))?
