@@ -5,36 +5,14 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{WEBHOOK_NS, admission_samples};
+use common::{SAMPLES_POLICY, WEBHOOK_NS, admission_samples};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pullsecret_injector::admission::respond;
 use pullsecret_injector::policy::Policy;
 use pullsecret_injector::state::AppState;
 
-/// Covers the samples' registries, so the CREATE samples are patched (the costlier path).
-const POLICY: &str = "\
-sourceNamespace: registry-credentials
-excludeNamespaces: [kube-system]
-rules:
-  - name: hub
-    registries: [docker.io]
-    secret: hub-pull
-  - name: example
-    registries: [\"registry.example.com:5000\"]
-    secret: example-pull
-  - name: ghcr
-    registries: [\"ghcr.io/acme/\"]
-    secret: ghcr-pull
-  - name: quay
-    registries: [quay.io/acme]
-    secret: quay-pull
-  - name: ecr
-    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
-    secret: ecr-pull
-";
-
 fn samples(c: &mut Criterion) {
-    let policy = Policy::parse(POLICY, "bench.yaml").expect("bench policy");
+    let policy = Policy::parse(SAMPLES_POLICY, "bench.yaml").expect("bench policy");
     let state = AppState::offline(Some(policy), WEBHOOK_NS);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{WEBHOOK_NS, admission_samples, policy_yaml, typical_pod_json};
+use common::{SAMPLES_POLICY, WEBHOOK_NS, admission_samples, policy_yaml, typical_pod_json};
 use pullsecret_injector::admission::respond;
 use pullsecret_injector::plan::{Namespace, Operation, PodFacts, plan};
 use pullsecret_injector::policy::Policy;
@@ -70,28 +70,6 @@ fn per_call(iterations: u64, mut f: impl FnMut()) -> (f64, f64) {
     )
 }
 
-/// Covers the samples' registries, as benches/admission.rs does.
-const POLICY: &str = "\
-sourceNamespace: registry-credentials
-excludeNamespaces: [kube-system]
-rules:
-  - name: hub
-    registries: [docker.io]
-    secret: hub-pull
-  - name: example
-    registries: [\"registry.example.com:5000\"]
-    secret: example-pull
-  - name: ghcr
-    registries: [\"ghcr.io/acme/\"]
-    secret: ghcr-pull
-  - name: quay
-    registries: [quay.io/acme]
-    secret: quay-pull
-  - name: ecr
-    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
-    secret: ecr-pull
-";
-
 fn main() {
     let iterations = if std::env::args().any(|a| a == "--bench") {
         2_000
@@ -101,7 +79,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("tokio runtime");
-    let policy = Policy::parse(POLICY, "bench.yaml").expect("bench policy");
+    let policy = Policy::parse(SAMPLES_POLICY, "bench.yaml").expect("bench policy");
     let state = AppState::offline(Some(policy), WEBHOOK_NS);
     println!("{:<44} {:>12} {:>12}", "case", "allocs/call", "bytes/call");
     for (name, body) in admission_samples() {

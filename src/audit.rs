@@ -162,6 +162,21 @@ pub fn audit_at(
     report
 }
 
+impl ClusterFacts {
+    /// Each namespace's labels, by name, for rule selectors.
+    fn namespace_labels(&self) -> HashMap<String, BTreeMap<String, String>> {
+        self.namespaces
+            .iter()
+            .map(|n| {
+                (
+                    n.metadata.name.clone().unwrap_or_default(),
+                    n.metadata.labels.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// ServiceAccount mode and the life of copies: ServiceAccounts a rule names that do not list
 /// its secret, and managed copies no rule gives their namespace any more (kept while a Pod or
 /// ServiceAccount there names them, else due for the prune).
@@ -171,16 +186,7 @@ fn audit_service_accounts(
     webhook_namespace: &str,
     report: &mut AuditReport,
 ) {
-    let labels: HashMap<String, BTreeMap<String, String>> = facts
-        .namespaces
-        .iter()
-        .map(|n| {
-            (
-                n.metadata.name.clone().unwrap_or_default(),
-                n.metadata.labels.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let labels = facts.namespace_labels();
     let mut accounts: Vec<&ServiceAccount> = facts.service_accounts.iter().collect();
     accounts.sort_by_key(|sa| ns_name(&sa.metadata));
     for sa in accounts {
@@ -495,16 +501,7 @@ fn audit_pods(
     by_key: &HashMap<(String, String), &Secret>,
     report: &mut AuditReport,
 ) {
-    let labels: HashMap<String, BTreeMap<String, String>> = facts
-        .namespaces
-        .iter()
-        .map(|n| {
-            (
-                n.metadata.name.clone().unwrap_or_default(),
-                n.metadata.labels.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let labels = facts.namespace_labels();
     let mut pods: Vec<&Pod> = facts.pods.iter().collect();
     pods.sort_by_key(|p| ns_name(&p.metadata));
     for pod in pods {

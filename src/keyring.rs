@@ -107,7 +107,7 @@ impl RegistryPattern {
         Some(Self { index_key, url })
     }
 
-    pub fn index_key(&self) -> &str {
+    pub(crate) fn index_key(&self) -> &str {
         &self.index_key
     }
 
@@ -165,6 +165,16 @@ impl<C> Default for Keyring<C> {
         Self {
             entries: Vec::new(),
             index: Vec::new(),
+        }
+    }
+}
+
+/// Entries are added in iteration order, as the kubelet walks a config's `auths` and a Pod's
+/// Secrets; keys it would skip are skipped.
+impl<C, K: AsRef<str>> Extend<(K, C)> for Keyring<C> {
+    fn extend<I: IntoIterator<Item = (K, C)>>(&mut self, entries: I) {
+        for (key, credential) in entries {
+            self.add(key.as_ref(), credential);
         }
     }
 }
@@ -241,7 +251,7 @@ impl<C> Keyring<C> {
         }
     }
 
-    pub fn entries(&self) -> &[Entry<C>] {
+    pub(crate) fn entries(&self) -> &[Entry<C>] {
         &self.entries
     }
 

@@ -87,7 +87,15 @@ pub async fn config(args: &ClusterArgs) -> Result<kube::Config, ConnectError> {
 /// A client for `args` that has reached the API server once, so that a wrong address or a
 /// server that is down is reported here, naming it, and not as the failure of some request.
 pub async fn connect(args: &ClusterArgs) -> Result<kube::Client, ConnectError> {
+    Ok(connect_in_context(args).await?.0)
+}
+
+/// [`connect`], and the namespace of the context (kubectl's default for `-n`).
+pub async fn connect_in_context(
+    args: &ClusterArgs,
+) -> Result<(kube::Client, String), ConnectError> {
     let config = config(args).await?;
+    let namespace = config.default_namespace.clone();
     let server = config.cluster_url.to_string();
     let server = server.trim_end_matches('/').to_string();
     let client = kube::Client::try_from(config).map_err(|e| ConnectError::Client {
@@ -105,7 +113,7 @@ pub async fn connect(args: &ClusterArgs) -> Result<kube::Client, ConnectError> {
             message: root_cause(&e),
         });
     }
-    Ok(client)
+    Ok((client, namespace))
 }
 
 /// The innermost cause of an error: for a refused connection "Connection refused (os error

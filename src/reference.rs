@@ -99,7 +99,7 @@ impl ImageRef {
     }
 
     /// `Name()`: `registry/repository` (just the repository when there is no registry).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         if self.registry.is_empty() {
             self.repository.clone()
         } else {
@@ -146,10 +146,6 @@ impl ImageRef {
             (None, Some(tag)) => format!("{name}:{tag}"),
             (None, None) => format!("{name}:{DEFAULT_TAG}"),
         }
-    }
-
-    pub fn is_docker_hub(&self) -> bool {
-        self.registry == DEFAULT_DOMAIN
     }
 }
 

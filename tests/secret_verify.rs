@@ -12,7 +12,9 @@ use std::process::{Command, Output, Stdio};
 use base64::Engine;
 use serde_json::Value;
 use support::cli;
-use support::registry::{Auth, Grant, Registry, TokenServer, push_image, require_tool, tls_files};
+use support::registry::{
+    Auth, Grant, Registry, TokenServer, push_image, require_tool, self_signed_ca_tls, tls_files,
+};
 
 /// `secret create` for one registry; returns the manifest (YAML).
 fn create_secret(server: &str, user: &str, password: &str) -> Vec<u8> {
@@ -66,6 +68,12 @@ fn skopeo_inspect(authfile: &std::path::Path, reference: &str) -> Output {
 
 /// Runs `secret verify -o json`; returns (exit code, report).
 fn verify(image: &str, manifest: &[u8], extra: &[&str]) -> (i32, Value) {
+    let (code, report, _) = verify_with_stderr(image, manifest, extra);
+    (code, report)
+}
+
+/// [`verify`], and what it wrote to stderr.
+fn verify_with_stderr(image: &str, manifest: &[u8], extra: &[&str]) -> (i32, Value, String) {
     let mut args = vec![
         "secret",
         "verify",
@@ -86,7 +94,26 @@ fn verify(image: &str, manifest: &[u8], extra: &[&str]) -> (i32, Value) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    (out.status.code().unwrap(), report)
+    (
+        out.status.code().unwrap(),
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An expected failure is reported once, by us: exit 1, the given result, a one-line message
+/// that says `needle`, and nothing on stderr (no ERROR or WARN line from a dependency).
+fn assert_one_line_failure(
+    (code, report, stderr): (i32, Value, String),
+    result: &str,
+    needle: &str,
+) -> String {
+    let (got, message) = result_of(&report);
+    assert_eq!((code, got), (1, result), "{report}");
+    assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    assert!(!message.contains('\n'), "one line: {message:?}");
+    assert_eq!(stderr, "", "stderr carries only our own lines, here none");
+    message.to_string()
 }
 
 fn result_of(report: &Value) -> (&str, &str) {
@@ -231,10 +258,11 @@ fn closed_port_is_connection_refused() {
         .port();
     let host = format!("127.0.0.1:{port}");
     let manifest = create_secret(&host, "u", "p");
-    let (code, report) = verify(&format!("{host}/a/b:1"), &manifest, &["--plain-http"]);
-    let (result, message) = result_of(&report);
-    assert_eq!((code, result), (1, "connection-refused"), "{report}");
-    assert!(message.contains("connection refused"), "{message}");
+    assert_one_line_failure(
+        verify_with_stderr(&format!("{host}/a/b:1"), &manifest, &["--plain-http"]),
+        "connection-refused",
+        "connection refused",
+    );
 }
 
 #[test]
@@ -408,4 +436,130 @@ fn config_written_by_skopeo_login_becomes_a_working_secret() {
         (0, "authenticated"),
         "{report}"
     );
+}
+
+/// The common private-registry setup: `openssl req -x509` (CA:TRUE) served by the registry
+/// and given with `--ca-file`, as containerd and Docker take it from `certs.d`.
+#[test]
+fn self_signed_ca_certificate_given_with_ca_file_is_trusted() {
+    let tls = self_signed_ca_tls(&["127.0.0.1", "localhost"], false);
+    let reg = Registry::start(Auth::Htpasswd(&[("alice", "pw")]), Some(&tls));
+    let host = reg.host();
+    let digest = push_image(&format!("{host}/team/app:v1"), ("alice", "pw"));
+    let manifest = create_secret(&host, "alice", "pw");
+    let image = format!("{host}/team/app:v1");
+    let ca = tls.ca.to_str().unwrap();
+
+    let (code, report, stderr) = verify_with_stderr(&image, &manifest, &["--ca-file", ca]);
+    let (result, message) = result_of(&report);
+    assert_eq!((code, result), (0, "authenticated"), "{report}");
+    assert!(message.contains(&digest), "{message}");
+    assert_eq!(stderr, "");
+
+    // Without the file nothing vouches for it; the reason names the fix.
+    let message = assert_one_line_failure(
+        verify_with_stderr(&image, &manifest, &[]),
+        "tls-error",
+        "--ca-file",
+    );
+    assert!(message.contains("self-signed"), "{message}");
+
+    // Another self-signed certificate in the file is no pin for this one.
+    let other = self_signed_ca_tls(&["127.0.0.1"], false);
+    assert_one_line_failure(
+        verify_with_stderr(
+            &image,
+            &manifest,
+            &["--ca-file", other.ca.to_str().unwrap()],
+        ),
+        "tls-error",
+        "--ca-file",
+    );
+}
+
+#[test]
+fn unknown_ca_is_one_line_reason() {
+    let tls = tls_files();
+    let reg = Registry::start(Auth::Htpasswd(&[("alice", "pw")]), Some(&tls));
+    let host = reg.host();
+    let manifest = create_secret(&host, "alice", "pw");
+    assert_one_line_failure(
+        verify_with_stderr(&format!("{host}/team/app:v1"), &manifest, &[]),
+        "tls-error",
+        "signed by an unknown CA; pass that CA with --ca-file",
+    );
+}
+
+#[test]
+fn name_mismatch_is_one_line_reason() {
+    // Pinned with --ca-file, but issued for another host: trust does not waive the name.
+    let tls = self_signed_ca_tls(&["registry.example.com"], false);
+    let reg = Registry::start(Auth::Htpasswd(&[("alice", "pw")]), Some(&tls));
+    let host = reg.host();
+    let manifest = create_secret(&host, "alice", "pw");
+    let message = assert_one_line_failure(
+        verify_with_stderr(
+            &format!("{host}/team/app:v1"),
+            &manifest,
+            &["--ca-file", tls.ca.to_str().unwrap()],
+        ),
+        "tls-error",
+        "not valid for 127.0.0.1",
+    );
+    assert!(message.contains("registry.example.com"), "{message}");
+}
+
+#[test]
+fn expired_certificate_is_one_line_reason() {
+    let tls = self_signed_ca_tls(&["127.0.0.1"], true);
+    let reg = Registry::start(Auth::Htpasswd(&[("alice", "pw")]), Some(&tls));
+    let host = reg.host();
+    let manifest = create_secret(&host, "alice", "pw");
+    assert_one_line_failure(
+        verify_with_stderr(
+            &format!("{host}/team/app:v1"),
+            &manifest,
+            &["--ca-file", tls.ca.to_str().unwrap()],
+        ),
+        "tls-error",
+        "expired at 2021-01-01T00:00:00Z",
+    );
+}
+
+#[test]
+fn plain_http_against_https_port_is_one_line_reason() {
+    let tls = tls_files();
+    let reg = Registry::start(Auth::Htpasswd(&[("alice", "pw")]), Some(&tls));
+    let host = reg.host();
+    let manifest = create_secret(&host, "alice", "pw");
+    assert_one_line_failure(
+        verify_with_stderr(&format!("{host}/team/app:v1"), &manifest, &["--plain-http"]),
+        "error",
+        "speaks HTTPS on this port",
+    );
+}
+
+#[test]
+fn https_against_plain_http_port_is_one_line_reason() {
+    let reg = Registry::start(Auth::Htpasswd(&[("alice", "pw")]), None);
+    let host = reg.host();
+    let manifest = create_secret(&host, "alice", "pw");
+    assert_one_line_failure(
+        verify_with_stderr(&format!("{host}/team/app:v1"), &manifest, &[]),
+        "tls-error",
+        "use --plain-http",
+    );
+}
+
+#[test]
+fn wrong_password_names_the_realm() {
+    let reg = Registry::start(Auth::Htpasswd(&[("alice", "pw")]), None);
+    let host = reg.host();
+    let manifest = create_secret(&host, "alice", "wrong");
+    let message = assert_one_line_failure(
+        verify_with_stderr(&format!("{host}/team/app:v1"), &manifest, &["--plain-http"]),
+        "bad-credentials",
+        "401 Unauthorized",
+    );
+    assert!(message.contains(r#"realm "test-registry""#), "{message}");
 }

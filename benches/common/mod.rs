@@ -9,6 +9,10 @@ use serde_json::{Value, json};
 
 pub const WEBHOOK_NS: &str = "pullsecret-injector";
 
+/// Covers the samples' registries, so the CREATE samples are patched (the costlier path);
+/// the same policy the tests use.
+pub const SAMPLES_POLICY: &str = include_str!("../../tests/fixtures/samples-policy.yaml");
+
 // The same fixture lookup as the tests.
 #[path = "../../tests/support/shared.rs"]
 mod shared;

@@ -6,12 +6,13 @@
 
 use std::process::ExitCode;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::ListParams;
 use thiserror::Error;
 
 use crate::cli::{AuditArgs, DEFAULT_WEBHOOK_NAMESPACE, OutputFormat};
+use crate::cmd::policy_input::{PolicyInputError, api_message, load_policy};
 use crate::dockerconfig::{Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::policy::Policy;
 
@@ -19,8 +20,6 @@ pub use crate::audit::{
     AuditFinding, AuditReport, ClusterFacts, SecretSummary, audit, audit_at, sample_target,
 };
 pub use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY};
-/// Key of the policy document in its ConfigMap.
-const POLICY_KEY: &str = "policy.yaml";
 /// Objects per list request.
 const LIST_PAGE: u32 = 500;
 
@@ -30,21 +29,20 @@ pub enum AuditError {
     Connect(String),
     #[error("cannot {what}: {message}")]
     Api { what: String, message: String },
-    #[error("cannot read {path}: {message}")]
-    ReadPolicy { path: String, message: String },
-    #[error("--policy-configmap must be NAMESPACE/NAME, got {0:?}")]
-    ConfigMapRef(String),
-    #[error("ConfigMap {0} has no key `policy.yaml`")]
-    NoPolicyKey(String),
-    #[error("{0}")]
-    Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Policy(#[from] PolicyInputError),
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let client = crate::kubeconfig::connect(&args.cluster)
         .await
         .map_err(|e| AuditError::Connect(e.to_string()))?;
-    let policy = load_policy(&args, &client).await?;
+    let policy = load_policy(
+        args.policy.as_deref(),
+        args.policy_configmap.as_deref(),
+        &client,
+    )
+    .await?;
     let facts = gather(&client, policy.as_ref()).await?;
     let webhook_ns =
         std::env::var("POD_NAMESPACE").unwrap_or_else(|_| DEFAULT_WEBHOOK_NAMESPACE.to_string());
@@ -65,45 +63,11 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn load_policy(
-    args: &AuditArgs,
-    client: &kube::Client,
-) -> Result<Option<Policy>, AuditError> {
-    if let Some(path) = &args.policy {
-        let text = std::fs::read_to_string(path).map_err(|e| AuditError::ReadPolicy {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        return Ok(Some(Policy::parse(&text, &path.display().to_string())?));
-    }
-    let Some(reference) = &args.policy_configmap else {
-        return Ok(None);
-    };
-    let (ns, name) = reference
-        .split_once('/')
-        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-        .ok_or_else(|| AuditError::ConfigMapRef(reference.clone()))?;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(|e| api_error(format!("read ConfigMap {reference}"), e))?;
-    let text = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get(POLICY_KEY))
-        .ok_or_else(|| AuditError::NoPolicyKey(reference.clone()))?;
-    Ok(Some(Policy::parse(
-        text,
-        &format!("configmap {reference}"),
-    )?))
-}
-
 fn api_error(what: String, err: kube::Error) -> AuditError {
-    let message = match &err {
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => other.to_string(),
-    };
-    AuditError::Api { what, message }
+    AuditError::Api {
+        what,
+        message: api_message(&err),
+    }
 }
 
 /// Lists every object, a page at a time (large clusters hold many Pods).

@@ -14,18 +14,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStatus, Event, Namespace, Pod, Secret, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Namespace, Pod, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::ListParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::cli::{
-    DiagnoseCommand, DiagnoseNamespaceArgs, DiagnoseOptions, DiagnosePodArgs, TextOrJson,
+    ClusterArgs, DiagnoseCommand, DiagnoseNamespaceArgs, DiagnoseOptions, DiagnosePodArgs,
+    TextOrJson,
 };
+use crate::cmd::policy_input;
 use crate::diagnose::{
     self, ContainerReport, Listed, PullHistory, RegistryCheck, RuleRef, SecretFacts, Verdict,
 };
@@ -36,12 +35,11 @@ use crate::policy::Policy;
 use crate::reference::ImageRef;
 use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target};
 
-const POLICY_KEY: &str = "policy.yaml";
 /// Pods per list request in `diagnose namespace`.
 const LIST_PAGE: u32 = 500;
 
 #[derive(Debug, Error)]
-pub enum DiagnoseError {
+pub(crate) enum DiagnoseError {
     #[error("cannot connect to the cluster: {0}")]
     Connect(String),
     #[error("cannot {what}: {message}")]
@@ -50,22 +48,17 @@ pub enum DiagnoseError {
     PodNotFound(String),
     #[error("cannot read {path}: {message}")]
     ReadPolicy { path: String, message: String },
-    #[error("--policy-configmap must be NAMESPACE/NAME, got {0:?}")]
-    ConfigMapRef(String),
-    #[error("ConfigMap {0} has no key `policy.yaml`")]
-    NoPolicyKey(String),
-    #[error("{0}")]
-    Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Policy(#[from] policy_input::PolicyInputError),
     #[error("{0}")]
     Registry(#[from] crate::registry::ClientError),
 }
 
 fn api_error(what: String, err: kube::Error) -> DiagnoseError {
-    let message = match &err {
-        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
-        other => other.to_string(),
-    };
-    DiagnoseError::Api { what, message }
+    DiagnoseError::Api {
+        what,
+        message: policy_input::api_message(&err),
+    }
 }
 
 pub async fn run(command: DiagnoseCommand) -> anyhow::Result<ExitCode> {
@@ -78,59 +71,25 @@ pub async fn run(command: DiagnoseCommand) -> anyhow::Result<ExitCode> {
 /// A client as kubectl would build it from `--kubeconfig` and `--context`, and the
 /// context's namespace.
 async fn connect(options: &DiagnoseOptions) -> Result<(kube::Client, String), DiagnoseError> {
-    let connect = |e: &dyn std::fmt::Display| DiagnoseError::Connect(e.to_string());
-    let kube_options = KubeConfigOptions {
+    let cluster = ClusterArgs {
+        kubeconfig: options.kubeconfig.clone(),
         context: options.context.clone(),
-        ..KubeConfigOptions::default()
     };
-    let config = match &options.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| connect(&e))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &kube_options)
-                .await
-                .map_err(|e| connect(&e))?
-        }
-        None if options.context.is_some() => kube::Config::from_kubeconfig(&kube_options)
-            .await
-            .map_err(|e| connect(&e))?,
-        None => kube::Config::infer().await.map_err(|e| connect(&e))?,
-    };
-    let namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config).map_err(|e| connect(&e))?;
-    Ok((client, namespace))
+    crate::kubeconfig::connect_in_context(&cluster)
+        .await
+        .map_err(|e| DiagnoseError::Connect(e.to_string()))
 }
 
 async fn load_policy(
     options: &DiagnoseOptions,
     client: &kube::Client,
 ) -> Result<Option<Policy>, DiagnoseError> {
-    if let Some(path) = &options.policy {
-        let text = std::fs::read_to_string(path).map_err(|e| DiagnoseError::ReadPolicy {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        return Ok(Some(Policy::parse(&text, &path.display().to_string())?));
-    }
-    let Some(reference) = &options.policy_configmap else {
-        return Ok(None);
-    };
-    let (ns, name) = reference
-        .split_once('/')
-        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-        .ok_or_else(|| DiagnoseError::ConfigMapRef(reference.clone()))?;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .map_err(|e| api_error(format!("read ConfigMap {reference}"), e))?;
-    let text = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get(POLICY_KEY))
-        .ok_or_else(|| DiagnoseError::NoPolicyKey(reference.clone()))?;
-    Ok(Some(Policy::parse(
-        text,
-        &format!("configmap {reference}"),
-    )?))
+    Ok(policy_input::load_policy(
+        options.policy.as_deref(),
+        options.policy_configmap.as_deref(),
+        client,
+    )
+    .await?)
 }
 
 /// Secrets of one namespace read by name, each once.

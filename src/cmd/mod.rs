@@ -6,6 +6,7 @@ pub mod check;
 pub mod diagnose;
 pub mod explain;
 pub mod output;
+mod policy_input;
 pub mod review;
 pub mod secret;
 pub mod serve;

@@ -25,7 +25,7 @@ use crate::reference::{DOCKER_HUB_API_HOSTS, ImageRef};
 use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target};
 
 #[derive(Debug, Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("cannot read {origin}: {problem}")]
     Read {
         origin: String,
@@ -356,10 +356,7 @@ fn entries_from_docker_config(
                     display_key(server)
                 ))
             })?;
-            let mut ring = Keyring::new();
-            for (i, e) in config.entries.iter().enumerate() {
-                ring.add(&e.key, i);
-            }
+            let ring = config.keyring(|i, _| i);
             let lookup = ring.lookup(&target);
             // A bare host like `gcr.io` passes isDefaultRegistryMatch; only Hub may fall back.
             let found: Vec<usize> = if lookup.via_docker_hub_fallback && target != "docker.io" {

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use super::{Credential, DecodeProblem, Document, decode};
+use super::{AuthEntry, Credential, DecodeProblem, DockerConfig, Document, decode};
 use crate::keyring::Keyring;
 
 /// A credential in a keyring, with where it came from.
@@ -28,6 +28,21 @@ fn describe_problem(p: &DecodeProblem) -> String {
     }
 }
 
+impl DockerConfig {
+    /// The keyring the kubelet builds from this one config, each entry carrying what
+    /// `credential` makes of it.
+    pub fn keyring<C>(&self, mut credential: impl FnMut(usize, &AuthEntry) -> C) -> Keyring<C> {
+        let mut ring = Keyring::new();
+        ring.extend(
+            self.entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.key.as_str(), credential(i, e))),
+        );
+        ring
+    }
+}
+
 /// The keyring a Pod listing every document (in order) as `imagePullSecrets` would get.
 pub fn build_keyring(docs: &[Document]) -> Result<Keyring<SourcedCredential>, Vec<BrokenConfig>> {
     let mut ring = Keyring::new();
@@ -44,15 +59,15 @@ pub fn build_keyring(docs: &[Document]) -> Result<Keyring<SourcedCredential>, Ve
             });
             continue;
         }
-        for entry in config.entries {
-            ring.add(
-                &entry.key,
+        ring.extend(config.entries.into_iter().map(|entry| {
+            (
+                entry.key,
                 SourcedCredential {
                     source: doc.label.clone(),
                     credential: entry.credential,
                 },
-            );
-        }
+            )
+        }));
     }
     if broken.is_empty() {
         Ok(ring)

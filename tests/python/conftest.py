@@ -47,7 +47,12 @@ SERVE_FLAGS = {
     "--max-body-memory",
     "--tls-server-name",
     "--log-format",
+    "--prune-grace",
+    "--no-prune",
 }
+
+# The SERVE_FLAGS that take no value (clap `SetTrue`: `--no-prune=true` is refused).
+SWITCH_FLAGS = {"--no-prune"}
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -129,6 +134,9 @@ def container_args(deployment: dict) -> dict[str, str]:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     args = {}
     for arg in container["args"]:
+        if arg in SWITCH_FLAGS:
+            args[arg] = ""
+            continue
         assert arg.startswith("--") and "=" in arg, f"argument {arg!r} is not --flag=value"
         flag, value = arg.split("=", 1)
         args[flag] = value

@@ -194,6 +194,7 @@ def test_defaults(rendered):
     args = container_args(names["deployment"])
     assert args["--copy-deadline"] == "1s"
     assert args["--header-read-timeout"] == "10s" and args["--reload-interval"] == "2s"
+    assert args["--prune-grace"] == "30s" and "--no-prune" not in args
     assert args["--policy-configmap"] == f"{RELEASE}-pullsecret-injector-policy"
     # The limits against hostile clients (docs/security.md) and the name the apiserver verifies.
     assert args["--max-body-memory"] == "32Mi" and args["--body-read-timeout"] == "5s"
@@ -384,6 +385,8 @@ INVALID_VALUES = {
     "replicas-as-string": {"replicas": "2"},
     "misspelled-key": {"webhook": {"timeoutSecond": 3}},
     "bad-duration": {"server": {"copyDeadline": "1 second"}},
+    "bad-prune-grace": {"server": {"pruneGrace": "30 seconds"}},
+    "prune-not-boolean": {"server": {"prune": "no"}},
     "rule-without-registries": {"policy": {"spec": {"sourceNamespace": "creds", "rules": [{"name": "x", "registries": [], "secret": "s"}]}}},
     "existing-configmap-without-secret-names": {"policy": {"create": False, "configMapName": "p"}},
     "existing-secret-without-ca": {"tls": {"mode": "existingSecret", "existingSecret": {"name": "s"}}},
@@ -424,6 +427,15 @@ def test_render_fails_on_inconsistent_values(chart, name):
     chart.validate_schema(values)  # each value is fine alone
     with pytest.raises(helm.HelmRenderError, match=message):
         render(chart, values)
+
+
+def test_prune_values_become_serve_flags(chart):
+    objects, _ = render(chart, {"server": {"pruneGrace": "5m"}})
+    args = container_args(one(objects, "Deployment"))
+    assert args["--prune-grace"] == "5m" and "--no-prune" not in args
+    objects, _ = render(chart, {"server": {"prune": False}})
+    args = container_args(one(objects, "Deployment"))
+    assert "--no-prune" in args and "--prune-grace" not in args
 
 
 def test_copy_deadline_just_under_the_timeout_renders(chart):

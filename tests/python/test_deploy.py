@@ -219,6 +219,7 @@ def test_deployment_sets_the_newer_serve_flags(rendered, name):
     assert args["--max-body-memory"] == "32Mi" and args["--idle-timeout"] == "90s"
     assert args["--tls-server-name"] == "pullsecret-injector.$(POD_NAMESPACE).svc"
     assert args["--reload-interval"] == "2s"
+    assert args["--prune-grace"] == "30s"
 
 
 def documented_overlay() -> dict[str, str]:

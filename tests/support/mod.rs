@@ -89,25 +89,4 @@ pub fn to_pod(value: Value) -> Pod {
 }
 
 /// A policy covering every registry used by the shared AdmissionReview samples.
-pub const SAMPLES_POLICY: &str = "\
-sourceNamespace: registry-credentials
-rules:
-  - name: example
-    registries: [\"registry.example.com:5000\"]
-    secret: example-pull
-  - name: ghcr
-    registries: [\"ghcr.io/acme/\"]
-    secret: ghcr-pull
-  - name: quay
-    registries: [quay.io/acme]
-    secret: quay-pull
-  - name: ecr
-    registries: [\"*.dkr.ecr.*.amazonaws.com\"]
-    secret: ecr-pull
-  - name: local
-    registries: [\"localhost:5000\"]
-    secret: local-pull
-  - name: hub
-    registries: [docker.io]
-    secret: hub-pull
-";
+pub const SAMPLES_POLICY: &str = include_str!("../fixtures/samples-policy.yaml");

@@ -191,6 +191,35 @@ pub fn tls_files() -> TlsFiles {
     files
 }
 
+/// What `openssl req -x509 -subj /CN=... -addext subjectAltName=...` makes: one self-signed
+/// certificate carrying `CA:TRUE`, served by the registry and given to clients as its own
+/// CA (`ca` and `cert` are the same file). `expired` puts its validity in the past.
+pub fn self_signed_ca_tls(names: &[&str], expired: bool) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0]);
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = params.self_signed(&key).unwrap();
+    let files = TlsFiles {
+        ca: dir.path().join("tls.crt"),
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        dir,
+    };
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    files
+}
+
 // ---------------------------------------------------------------------------------------
 // Pushing an image
 

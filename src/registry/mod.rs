@@ -12,18 +12,20 @@ use reqwest::{StatusCode, Url, header};
 use serde::Serialize;
 use thiserror::Error;
 
+mod trust;
+
 /// Manifest media types a runtime accepts (OCI index/manifest, Docker list/manifest).
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
 /// Docker Hub's API endpoint for images normalized to `docker.io`.
-pub const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 
 /// Where to connect and what to ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// `host[:port]` of the registry API (Docker Hub mapped to `registry-1.docker.io`).
     pub host: String,
     pub repository: String,
@@ -32,7 +34,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn from_image(image: &crate::reference::ImageRef) -> Self {
+    pub(crate) fn from_image(image: &crate::reference::ImageRef) -> Self {
         let host = if image.registry == crate::reference::DEFAULT_DOMAIN {
             DOCKER_HUB_API_HOST.to_string()
         } else {
@@ -53,7 +55,7 @@ impl Target {
 
 /// Client settings.
 #[derive(Debug, Clone, Default)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     /// Extra PEM roots (`--ca-file`).
     pub ca_pem: Option<Vec<u8>>,
     pub insecure_skip_tls_verify: bool,
@@ -62,7 +64,7 @@ pub struct ClientOptions {
 }
 
 #[derive(Debug, Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("the CA file holds no usable PEM certificate")]
     BadCaFile,
     #[error("cannot build the HTTP client: {0}")]
@@ -71,7 +73,7 @@ pub enum ClientError {
 
 /// Basic credentials for the registry or its token realm.
 #[derive(Clone)]
-pub struct BasicAuth {
+pub(crate) struct BasicAuth {
     pub username: String,
     pub password: String,
 }
@@ -85,7 +87,7 @@ impl std::fmt::Debug for BasicAuth {
 /// How the registry asked to be authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AuthScheme {
+pub(crate) enum AuthScheme {
     /// `/v2/` answered 200 without credentials.
     None,
     Basic,
@@ -94,7 +96,7 @@ pub enum AuthScheme {
 
 /// The result of one attempt, in the terms a user acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Authenticated (or no authentication needed) and the manifest exists.
     Found {
         scheme: AuthScheme,
@@ -120,7 +122,9 @@ pub enum Outcome {
         scheme: AuthScheme,
     },
     Tls {
+        /// The reason in plain words, with what to do about it.
         detail: String,
+        /// Nothing the client trusts vouches for the certificate: `--ca-file` would help.
         unknown_ca: bool,
     },
     ConnectionRefused {
@@ -136,7 +140,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Short stable name for `-o json`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Outcome::Found { .. } => "authenticated",
             Outcome::ManifestNotFound { .. } => "manifest-not-found",
@@ -151,7 +155,7 @@ impl Outcome {
     }
 
     /// A sentence or two in plain words.
-    pub fn explain(&self, target: &Target) -> String {
+    pub(crate) fn explain(&self, target: &Target) -> String {
         let repo = &target.repository;
         let via = |s: &AuthScheme| match s {
             AuthScheme::None => "no authentication required",
@@ -192,15 +196,7 @@ impl Outcome {
                 "the registry requires authentication ({}) and no credential was sent",
                 via(scheme)
             ),
-            Outcome::Tls { detail, unknown_ca } => {
-                if *unknown_ca {
-                    format!(
-                        "TLS error: the registry's certificate is signed by an unknown CA ({detail}); pass the CA with --ca-file"
-                    )
-                } else {
-                    format!("TLS error: {detail}")
-                }
-            }
+            Outcome::Tls { detail, .. } => format!("TLS error: {detail}"),
             Outcome::ConnectionRefused { detail } => {
                 format!(
                     "connection refused: nothing listens at {} ({detail})",
@@ -215,7 +211,7 @@ impl Outcome {
 
 /// One `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub(crate) struct Challenge {
     /// Lower-cased scheme (`basic`, `bearer`).
     pub scheme: String,
     /// Parameter names lower-cased, values unquoted.
@@ -223,7 +219,7 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k == name)
@@ -234,7 +230,7 @@ impl Challenge {
 /// Parses a `WWW-Authenticate` value (RFC 7235): one or more challenges, each a scheme and
 /// comma-separated `name=value` parameters whose values may be quoted strings with escapes
 /// and commas inside.
-pub fn parse_challenges(value: &str) -> Vec<Challenge> {
+pub(crate) fn parse_challenges(value: &str) -> Vec<Challenge> {
     let mut out: Vec<Challenge> = Vec::new();
     let chars: Vec<char> = value.chars().collect();
     let mut i = 0;
@@ -308,26 +304,20 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
 
 /// A configured client.
 #[derive(Debug, Clone)]
-pub struct RegistryClient {
+pub(crate) struct RegistryClient {
     http: reqwest::Client,
     scheme: &'static str,
 }
 
 impl RegistryClient {
-    pub fn new(options: &ClientOptions) -> Result<Self, ClientError> {
+    pub(crate) fn new(options: &ClientOptions) -> Result<Self, ClientError> {
+        let tls =
+            trust::client_config(options.ca_pem.as_deref(), options.insecure_skip_tls_verify)?;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("pullsecret-injector/", env!("CARGO_PKG_VERSION")))
-            .tls_danger_accept_invalid_certs(options.insecure_skip_tls_verify);
+            .tls_backend_preconfigured(tls);
         if let Some(timeout) = options.timeout {
             builder = builder.timeout(timeout);
-        }
-        if let Some(pem) = &options.ca_pem {
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|_| ClientError::BadCaFile)?;
-            if certs.is_empty() {
-                return Err(ClientError::BadCaFile);
-            }
-            builder = builder.tls_certs_merge(certs);
         }
         let http = builder
             .build()
@@ -339,9 +329,9 @@ impl RegistryClient {
     }
 
     /// Authenticates as a runtime would and checks that the manifest exists.
-    pub async fn check(&self, target: &Target, auth: Option<&BasicAuth>) -> Outcome {
+    pub(crate) async fn check(&self, target: &Target, auth: Option<&BasicAuth>) -> Outcome {
         let base = format!("{}://{}", self.scheme, target.host);
-        let ping = match self.http.get(format!("{base}/v2/")).send().await {
+        let mut ping = match self.http.get(format!("{base}/v2/")).send().await {
             Ok(r) => r,
             Err(e) => return transport_outcome(&e),
         };
@@ -356,11 +346,19 @@ impl RegistryClient {
             }
             StatusCode::UNAUTHORIZED => {}
             other => {
-                return Outcome::Other {
-                    detail: format!(
-                        "GET /v2/ answered {other}; this does not look like a registry API"
-                    ),
+                // Go's HTTPS servers answer plain HTTP with a 400 that says so; the first
+                // chunk is enough to recognise it.
+                let start = ping.chunk().await.ok().flatten().unwrap_or_default();
+                let detail = if self.scheme == "http"
+                    && String::from_utf8_lossy(&start).contains("HTTP request to an HTTPS server")
+                {
+                    format!(
+                        "the registry speaks HTTPS on this port (GET /v2/ over plain HTTP answered {other}); drop --plain-http"
+                    )
+                } else {
+                    format!("GET /v2/ answered {other}; this does not look like a registry API")
                 };
+                return Outcome::Other { detail };
             }
         }
         let challenges = ping
@@ -381,7 +379,20 @@ impl RegistryClient {
             let resp = self
                 .head_manifest(&manifest_url, Some(Authorization::Basic(auth)))
                 .await;
-            manifest_outcome(resp, AuthScheme::Basic, true)
+            let realm = challenges
+                .iter()
+                .find(|c| c.scheme == "basic")
+                .and_then(|c| c.param("realm"));
+            match manifest_outcome(resp, AuthScheme::Basic, true) {
+                // The realm names which user database refused, when a host fronts several.
+                Outcome::BadCredentials { scheme, detail } if realm.is_some() => {
+                    Outcome::BadCredentials {
+                        scheme,
+                        detail: format!("{detail}, realm {:?}", realm.unwrap_or_default()),
+                    }
+                }
+                other => other,
+            }
         } else {
             Outcome::Other {
                 detail: "GET /v2/ answered 401 without a Basic or Bearer challenge".to_string(),
@@ -427,7 +438,7 @@ impl RegistryClient {
                 return if auth.is_some() {
                     Outcome::BadCredentials {
                         scheme: AuthScheme::Bearer,
-                        detail: "the token server answered 401".to_string(),
+                        detail: format!("the token server {realm} answered 401"),
                     }
                 } else {
                     Outcome::AuthRequired {
@@ -574,16 +585,7 @@ fn transport_outcome(err: &reqwest::Error) -> Outcome {
     }
     let detail = chain_text(err);
     if let Some(t) = tls {
-        let unknown_ca = matches!(
-            t,
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-        );
-        let detail = match t {
-            rustls::Error::InvalidMessage(_) => {
-                format!("{t}; if the registry speaks plain HTTP, use --plain-http")
-            }
-            _ => t.to_string(),
-        };
+        let (detail, unknown_ca) = tls_reason(t);
         return Outcome::Tls { detail, unknown_ca };
     }
     if refused {
@@ -593,6 +595,72 @@ fn transport_outcome(err: &reqwest::Error) -> Outcome {
         return Outcome::Timeout { detail };
     }
     Outcome::Other { detail }
+}
+
+/// One line on why the handshake failed, in the terms of the registry's certificate, and
+/// whether `--ca-file` is the fix.
+fn tls_reason(err: &rustls::Error) -> (String, bool) {
+    use rustls::CertificateError as C;
+    let when = |t: &rustls::pki_types::UnixTime| {
+        crate::expiry::format_rfc3339(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+    };
+    let rustls::Error::InvalidCertificate(cert) = err else {
+        return match err {
+            // A TLS client reading an HTTP answer sees a record that is not TLS.
+            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => (
+                "the registry does not speak TLS on this port; if it serves plain HTTP, use --plain-http".to_string(),
+                false,
+            ),
+            other => (other.to_string(), false),
+        };
+    };
+    let webpki_error = match cert {
+        C::Other(other) => other.0.downcast_ref::<webpki::Error>(),
+        _ => None,
+    };
+    match (cert, webpki_error) {
+        (C::UnknownIssuer, _) => (
+            "the registry's certificate is signed by an unknown CA; pass that CA with --ca-file".to_string(),
+            true,
+        ),
+        (_, Some(webpki::Error::CaUsedAsEndEntity)) => (
+            "the registry presents a CA certificate (self-signed, CA:TRUE) that nothing trusted vouches for; pass that certificate with --ca-file".to_string(),
+            true,
+        ),
+        (C::NotValidForNameContext { expected, presented }, _) => (
+            format!(
+                "the registry's certificate is not valid for {} (it names {})",
+                expected.to_str(),
+                if presented.is_empty() {
+                    "no host".to_string()
+                } else {
+                    presented.join(", ")
+                }
+            ),
+            false,
+        ),
+        (C::NotValidForName, _) => (
+            "the registry's certificate does not name this host".to_string(),
+            false,
+        ),
+        (C::ExpiredContext { not_after, .. }, _) => (
+            format!("the registry's certificate expired at {}", when(not_after)),
+            false,
+        ),
+        (C::Expired, _) => ("the registry's certificate has expired".to_string(), false),
+        (C::NotValidYetContext { not_before, .. }, _) => (
+            format!(
+                "the registry's certificate is not valid before {} (check the clocks)",
+                when(not_before)
+            ),
+            false,
+        ),
+        (C::NotValidYet, _) => (
+            "the registry's certificate is not valid yet (check the clocks)".to_string(),
+            false,
+        ),
+        _ => (format!("the registry's certificate was refused: {err}"), false),
+    }
 }
 
 fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
