@@ -7,6 +7,7 @@
 
 mod copier;
 pub(crate) mod copy;
+mod lean;
 mod namespaces;
 mod policy_source;
 mod prune;

@@ -38,8 +38,9 @@ impl NamespaceCache {
         let (store, writer) = reflector::store();
         let cache = Arc::new(Self::new(store));
         let api: Api<Namespace> = Api::all(client);
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .backoff(WatchBackoff::new());
+        // Lean before the store: name, labels and termination are all a decision reads.
+        let events = watcher(api, watcher::Config::default()).modify(super::lean::namespace);
+        let stream = reflector::reflector(writer, events).backoff(WatchBackoff::new());
         let task_cache = cache.clone();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);

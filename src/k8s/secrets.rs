@@ -101,8 +101,9 @@ impl SecretCaches {
         let synced = Arc::new(AtomicBool::new(false));
         let api: Api<Secret> = Api::all(self.client.clone());
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let stream =
-            reflector::reflector(writer, watcher(api, config)).backoff(WatchBackoff::new());
+        // Lean before the store: no managedFields in 10,000 cached copies.
+        let events = watcher(api, config).modify(super::lean::secret);
+        let stream = reflector::reflector(writer, events).backoff(WatchBackoff::new());
         let caches = Arc::downgrade(self);
         let name = name.to_string();
         let task_synced = synced.clone();
