@@ -259,7 +259,7 @@ fn summarize_secret(
 ) {
     let object = format!("Secret {ns}/{name}");
     let token_source = token_source(secret);
-    let expires_at = secret_annotation(secret, ANNOTATION_EXPIRES_AT)
+    let expires_at = copy::annotation(secret, ANNOTATION_EXPIRES_AT)
         .map(|text| (text, expiry::parse_rfc3339(text)));
     let expired = matches!(expires_at, Some((_, Some(at))) if at <= now);
     match expires_at {
@@ -356,19 +356,10 @@ fn summarize_secret(
     });
 }
 
-fn secret_annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
-}
-
 /// The source kind of a token Secret `serve` mints (ours, with the token-source annotation).
 fn token_source(secret: &Secret) -> Option<String> {
     is_managed(secret)
-        .then(|| secret_annotation(secret, ANNOTATION_TOKEN_SOURCE))
+        .then(|| copy::annotation(secret, ANNOTATION_TOKEN_SOURCE))
         .flatten()
         .map(str::to_string)
 }
@@ -472,7 +463,7 @@ fn audit_copies(
             {
                 format!(
                     "managed copy of {source_ref} does not carry its source's {ANNOTATION_EXPIRES_AT} ({}): Pods here are not warned when the token expires until serve rewrites it",
-                    secret_annotation(source, ANNOTATION_EXPIRES_AT).unwrap_or("none")
+                    copy::annotation(source, ANNOTATION_EXPIRES_AT).unwrap_or("none")
                 )
             }
             CopyState::Stale if written_from != source_ref => format!(

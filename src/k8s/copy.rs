@@ -106,7 +106,8 @@ pub fn is_managed(secret: &Secret) -> bool {
         .is_some_and(|v| v == MANAGED_BY)
 }
 
-fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+/// The value of annotation `key` on `secret`, if any.
+pub(crate) fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
     secret
         .metadata
         .annotations

@@ -26,6 +26,7 @@ use thiserror::Error;
 
 use crate::dockerconfig::{self, Format, NewEntry};
 use crate::expiry;
+use crate::k8s::copy::annotation;
 use crate::k8s::{
     ANNOTATION_EXPIRES_AT, ANNOTATION_MINTED_AT, ANNOTATION_TOKEN_CONFIG, ANNOTATION_TOKEN_SOURCE,
     LABEL_MANAGED_BY, MANAGED_BY, is_managed,
@@ -250,15 +251,6 @@ pub fn updated_secret(existing: &Secret, provider: &TokenProvider, minted: &Mint
     out.data = fresh.data;
     out.string_data = None;
     out
-}
-
-fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
 }
 
 /// When a token Secret stops working, if it says.
