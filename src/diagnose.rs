@@ -156,19 +156,10 @@ impl SecretFacts {
                         .join("; ");
                     Shape::Broken { bad_auth, reason }
                 } else {
-                    let mut ring = Keyring::new();
-                    for entry in &config.entries {
-                        ring.add(
-                            &entry.key,
-                            KeyFacts {
-                                empty: entry.credential.is_empty(),
-                                expires_at: expiry::ecr_password_expiry(
-                                    &entry.credential.password,
-                                ),
-                            },
-                        );
-                    }
-                    Shape::Usable(ring)
+                    Shape::Usable(config.keyring(|_, entry| KeyFacts {
+                        empty: entry.credential.is_empty(),
+                        expires_at: expiry::ecr_password_expiry(&entry.credential.password),
+                    }))
                 }
             }
         };
