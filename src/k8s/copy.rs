@@ -79,20 +79,30 @@ pub(crate) fn build_copy(
         annotations.insert(ANNOTATION_EXPIRES_AT.to_string(), at.to_string());
     }
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([(
-                LABEL_MANAGED_BY.to_string(),
-                MANAGED_BY.to_string(),
-            )])),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        },
+        metadata: managed_metadata(name, namespace, annotations),
         type_: source.type_.clone(),
         data: source.data.clone(),
         immutable: None,
         string_data: None,
+    }
+}
+
+/// The metadata of a Secret we create (a copy or a minted token): its name, our managed-by
+/// label, and `annotations`.
+pub(crate) fn managed_metadata(
+    name: &str,
+    namespace: &str,
+    annotations: BTreeMap<String, String>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(BTreeMap::from([(
+            LABEL_MANAGED_BY.to_string(),
+            MANAGED_BY.to_string(),
+        )])),
+        annotations: Some(annotations),
+        ..ObjectMeta::default()
     }
 }
 

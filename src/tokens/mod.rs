@@ -21,15 +21,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use thiserror::Error;
 
 use crate::dockerconfig::{self, Format, NewEntry};
 use crate::expiry;
-use crate::k8s::copy::annotation;
+use crate::k8s::copy::{annotation, managed_metadata};
 use crate::k8s::{
     ANNOTATION_EXPIRES_AT, ANNOTATION_MINTED_AT, ANNOTATION_TOKEN_CONFIG, ANNOTATION_TOKEN_SOURCE,
-    LABEL_MANAGED_BY, MANAGED_BY, is_managed,
+    is_managed,
 };
 use crate::policy::TokenProvider;
 use crate::state::BoxFuture;
@@ -193,16 +192,7 @@ pub fn build_secret(
         .collect();
     let config = dockerconfig::render_config(&entries, Format::DockerConfigJson);
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([(
-                LABEL_MANAGED_BY.to_string(),
-                MANAGED_BY.to_string(),
-            )])),
-            annotations: Some(token_annotations(provider, minted)),
-            ..ObjectMeta::default()
-        },
+        metadata: managed_metadata(name, namespace, token_annotations(provider, minted)),
         type_: Some(Format::DockerConfigJson.secret_type().to_string()),
         data: Some(BTreeMap::from([(
             Format::DockerConfigJson.data_key().to_string(),
