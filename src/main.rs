@@ -14,7 +14,14 @@ async fn main() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "info,kube_client=off",
     };
-    telemetry::init_with_default(cli.log_format, default_filter);
+    // Kept to the end of main: dropping it writes out the log lines still queued.
+    let _log_writer = match cli.command {
+        Command::Serve(_) => Some(telemetry::init_serving(cli.log_format, default_filter)),
+        _ => {
+            telemetry::init_with_default(cli.log_format, default_filter);
+            None
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args).await,
         Command::Review(args) => cmd::review::run(args).await,

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub connections_idle_closed: Counter,
     /// Request body bytes held in memory now (bounded by `--max-body-memory`).
     pub body_bytes_in_memory: Gauge,
+    /// Log lines dropped because the log writer's queue was full (see telemetry.rs).
+    log_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -210,6 +212,12 @@ impl Metrics {
             "Request body bytes held in memory now (bounded by the body memory budget)",
             body_bytes_in_memory.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer could not keep up (stderr stalled)",
+            log_lines_dropped.clone(),
+        );
         Self {
             registry,
             token_mints,
@@ -232,6 +240,7 @@ impl Metrics {
             connections_refused,
             connections_idle_closed,
             body_bytes_in_memory,
+            log_lines_dropped,
         }
     }
 
@@ -322,6 +331,10 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
+        // The writer thread counts its drops; the counter follows it at each scrape.
+        self.log_lines_dropped
+            .inner()
+            .fetch_max(crate::telemetry::dropped_log_lines(), std::sync::atomic::Ordering::Relaxed);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -14,7 +14,7 @@ mod support {
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use support::serve::{DEADLINE, Serve, eventually};
+use support::serve::{DEADLINE, Options, Serve, eventually};
 use support::shared::sample;
 use support::tls::{Leaf, SecretVolume, TestCa, client, read_status, tls_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -809,4 +809,70 @@ async fn go_client_reads_the_413_for_a_4_mib_body_on_http1_and_h2() {
             format!(r#"{proto} 413 {{"error":"request body is larger than 3145728 bytes"}}"#)
         );
     }
+}
+
+/// A log collector that stops reading (a full container-runtime pipe) must not stop
+/// admissions: serve's log lines go through a bounded queue to a writer thread, and what does
+/// not fit is dropped and counted, never waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stderr_does_not_stall_8000_admissions_and_dropped_lines_are_counted() {
+    const REVIEWS: usize = 8000;
+    const IN_FLIGHT: usize = 32;
+    let f = fixture();
+    let cert = f.volume.path("tls.crt");
+    let key = f.volume.path("tls.key");
+    let options = Options {
+        stall_stderr: true,
+        ..Options::default()
+    };
+    let serve = Serve::start_with(
+        &options,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--policy",
+            f.policy.to_str().unwrap(),
+        ],
+    );
+    serve.wait_ready_within(DEADLINE).await;
+    // Every admission logs a line; the unread pipe holds about 64 KiB of them.
+    let review = Bytes::from(sample("01_pod_create_replicaset.json"));
+    let http = client(&f.ca.pem, false, false);
+    let url = serve.https_url("/mutate?timeout=10s");
+    let mut answered = 0;
+    let mut next = 0;
+    let mut running = tokio::task::JoinSet::new();
+    while answered < REVIEWS {
+        while next < REVIEWS && running.len() < IN_FLIGHT {
+            let (http, url, review) = (http.clone(), url.clone(), review.clone());
+            running.spawn(async move {
+                let res = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(review)
+                    .send()
+                    .await?;
+                let status = res.status().as_u16();
+                // Read to the end: a dropped h2 response is a client-side stream reset, and
+                // the client's h2 gives up on a connection after too many of those.
+                res.bytes().await.map(|_| status)
+            });
+            next += 1;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(10), running.join_next())
+            .await
+            .expect("every review is answered within 10 s although stderr is not read")
+            .expect("a review in flight")
+            .unwrap()
+            .expect("the review gets an answer");
+        assert_eq!(status, 200);
+        answered += 1;
+    }
+    let dropped = serve
+        .metric("pullsecret_injector_log_lines_dropped_total")
+        .await;
+    println!("{REVIEWS} reviews answered with stderr unread; {dropped} log lines dropped");
+    assert!(dropped > 0.0, "the unread pipe and the queue cannot hold {REVIEWS} lines");
 }

@@ -156,6 +156,7 @@ impl Webhook {
             startup: DEADLINE,
             env,
             env_remove: remove.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
         };
         let serve = Serve::start_async(&options, &all).await;
         let ca = std::fs::read_to_string(dir.path().join("ca.crt"))

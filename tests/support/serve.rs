@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +60,9 @@ pub struct Options<'a> {
     pub env: Vec<(String, String)>,
     /// Variables the process must not inherit.
     pub env_remove: Vec<String>,
+    /// Stop reading the process's stderr once it has logged its listeners, keeping the pipe
+    /// open: a log collector that stalls.
+    pub stall_stderr: bool,
 }
 
 impl Default for Options<'_> {
@@ -71,11 +74,14 @@ impl Default for Options<'_> {
             startup: DEADLINE,
             env: Vec::new(),
             env_remove: Vec::new(),
+            stall_stderr: false,
         }
     }
 }
 
 type Logs = Arc<Mutex<Vec<String>>>;
+/// The unread end of a stalled stderr pipe, kept open as long as the `Serve`.
+type Held = Arc<Mutex<Option<BufReader<ChildStderr>>>>;
 type Listeners = (SocketAddr, SocketAddr);
 
 /// One running `serve` process; killed when dropped.
@@ -84,6 +90,7 @@ pub struct Serve {
     pub https: SocketAddr,
     pub admin: SocketAddr,
     logs: Logs,
+    _held: Held,
 }
 
 /// A log field, at the top level of a JSON line or under `fields`.
@@ -114,25 +121,25 @@ impl Serve {
     /// Starts `serve` as `options` say, with `args`, and waits (blocking this thread) for its
     /// `listening` line.
     pub fn start_with(options: &Options, args: &[&str]) -> Self {
-        let (child, logs, listening) = spawn(options, args);
+        let (child, logs, held, listening) = spawn(options, args);
         let found = listening.recv_timeout(options.startup);
-        Self::listening(child, logs, found, options.startup)
+        Self::listening(child, (logs, held), found, options.startup)
     }
 
     /// Like [`Serve::start_with`], waiting off the runtime's threads: a fake API server
     /// answering on this runtime keeps serving while `serve` starts.
     pub async fn start_async(options: &Options<'_>, args: &[&str]) -> Self {
-        let (child, logs, listening) = spawn(options, args);
+        let (child, logs, held, listening) = spawn(options, args);
         let startup = options.startup;
         let found = tokio::task::spawn_blocking(move || listening.recv_timeout(startup))
             .await
             .expect("join the log reader");
-        Self::listening(child, logs, found, startup)
+        Self::listening(child, (logs, held), found, startup)
     }
 
     fn listening(
         mut child: Child,
-        logs: Logs,
+        (logs, held): (Logs, Held),
         found: Result<Listeners, RecvTimeoutError>,
         startup: Duration,
     ) -> Self {
@@ -142,6 +149,7 @@ impl Serve {
                 https,
                 admin,
                 logs,
+                _held: held,
             },
             Err(_) => {
                 let _ = child.kill();
@@ -275,7 +283,7 @@ fn lock(logs: &Logs) -> std::sync::MutexGuard<'_, Vec<String>> {
 }
 
 /// Starts the process and a thread that keeps its stderr lines and reports the listeners.
-fn spawn(options: &Options, args: &[&str]) -> (Child, Logs, Receiver<Listeners>) {
+fn spawn(options: &Options, args: &[&str]) -> (Child, Logs, Held, Receiver<Listeners>) {
     // Every client in these tests uses rustls with ring.
     pullsecret_injector::install_crypto_provider();
     let mut command = Command::new(bin());
@@ -305,13 +313,25 @@ fn spawn(options: &Options, args: &[&str]) -> (Child, Logs, Receiver<Listeners>)
     let logs = Logs::default();
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = logs.clone();
+    let held = Held::default();
+    let holder = held.clone();
+    let stall = options.stall_stderr;
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(found) = listeners(&line) {
+        let mut reader = BufReader::new(stderr);
+        let mut line = String::new();
+        while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+            let text = line.trim_end().to_string();
+            line.clear();
+            let found = listeners(&text);
+            lock(&sink).push(text);
+            if let Some(found) = found {
                 let _ = tx.send(found);
+                if stall {
+                    *holder.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader);
+                    return;
+                }
             }
-            lock(&sink).push(line);
         }
     });
-    (child, logs, rx)
+    (child, logs, held, rx)
 }
