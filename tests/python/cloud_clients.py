@@ -124,6 +124,56 @@ def google() -> None:
     )
     check(plain.status_code == 403, "the metadata server needs Metadata-Flavor: Google")
 
+    google_external_account(request)
+
+
+def google_external_account(request) -> None:
+    """Workload identity federation: google-auth 2.x takes `token_url` and
+    `service_account_impersonation_url` from the file as they are (no check that they are
+    googleapis.com hosts), so the files point straight at the fakes."""
+    from google.auth import exceptions, identity_pool
+
+    scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+    # File-sourced subject token, the federated token used as it is.
+    fed = identity_pool.Credentials.from_file(ENV["FAKE_GOOGLE_EXTERNAL_FILE"], scopes=scopes)
+    before = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    fed.refresh(request)
+    check(fed.token == f"ya29.d.{PASSWORD}", f"STS federated token: {fed.token}")
+    left = (fed.expiry - before).total_seconds()
+    check(
+        abs(left - int(ENV["FAKE_STS_LIFETIME"])) < 30,
+        f"STS expiry from expires_in: {left}",
+    )
+
+    # URL-sourced subject token (headers, JSON format), then service-account impersonation.
+    sa = identity_pool.Credentials.from_file(ENV["FAKE_GOOGLE_EXTERNAL_URL_SA_FILE"], scopes=scopes)
+    sa.refresh(request)
+    check(sa.token == f"ya29.c.{PASSWORD}", f"impersonated token: {sa.token}")
+    check(sa.service_account_email == ENV["FAKE_GOOGLE_SA_EMAIL"], "impersonated account")
+    left = (sa.expiry - before).total_seconds()
+    check(
+        abs(left - int(ENV["FAKE_LIFETIME"])) < 30,
+        f"IAM expiry from expireTime: {left}",
+    )
+
+    # A subject token STS does not know is refused with OAuth's invalid_grant.
+    import json
+    import tempfile
+
+    with open(ENV["FAKE_GOOGLE_EXTERNAL_FILE"]) as f:
+        info = json.load(f)
+    with tempfile.NamedTemporaryFile("w", suffix=".token", delete=False) as bad:
+        bad.write("not-the-subject-token")
+    info["credential_source"] = {"file": bad.name}
+    wrong = identity_pool.Credentials.from_info(info, scopes=scopes)
+    try:
+        wrong.refresh(request)
+        raise AssertionError("STS accepted a wrong subject token")
+    except exceptions.OAuthError as e:
+        check("invalid_grant" in str(e), f"STS error: {e}")
+    finally:
+        os.unlink(bad.name)
+
 
 def azure() -> None:
     from azure.identity import WorkloadIdentityCredential
