@@ -49,6 +49,14 @@ fn real_cloud_clients_accept_the_fakes() {
         )
         .env("FAKE_GOOGLE_KEY_FILE", cloud.google_key_file())
         .env(
+            "FAKE_POD_IDENTITY_URI",
+            format!("http://{}/v1/credentials", cloud.metadata),
+        )
+        .env(
+            "FAKE_POD_IDENTITY_TOKEN_FILE",
+            cloud.pod_identity_token_file(),
+        )
+        .env(
             "FAKE_GOOGLE_EXTERNAL_FILE",
             cloud.google_external_account_file(SubjectSource::File, false),
         )
@@ -80,7 +88,10 @@ fn real_cloud_clients_accept_the_fakes() {
         assert!(stdout.contains(client), "{stdout}\n{stderr}");
     }
     let calls = cloud.calls();
-    assert!(calls.sts >= 2 && calls.ecr >= 2, "{calls:?}");
+    assert!(
+        calls.sts >= 2 && calls.ecr >= 3 && calls.pod_identity >= 1,
+        "{calls:?}"
+    );
     assert!(calls.google_token >= 1 && calls.metadata >= 1, "{calls:?}");
     assert!(
         calls.google_sts >= 2 && calls.google_iam >= 1 && calls.subject_token >= 1,

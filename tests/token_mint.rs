@@ -458,3 +458,63 @@ fn a_refused_google_federation_is_a_clear_error_without_secrets() {
     assert!(out.stdout.is_empty());
     assert!(!stderr.contains("never-printed"), "{stderr}");
 }
+
+/// EKS Pod Identity: the SDK's container provider takes temporary keys from the agent with the
+/// projected token, and ECR accepts requests signed with them (no STS call at all). A token
+/// the agent refuses is a clear error, and the token is not printed.
+#[test]
+fn ecr_credential_is_minted_through_eks_pod_identity() {
+    let cloud = FakeCloud::start(LIFETIME, "pod-identity-pw");
+    let out = mint(&cloud.aws_pod_identity_env(), &["--from-ecr", "eu-west-1"]);
+    assert_exit(&out, 0);
+    let (config, annotations) = printed(&out);
+    let entry = &config["auths"]["123456789012.dkr.ecr.eu-west-1.amazonaws.com"];
+    assert_eq!(entry["password"], "pod-identity-pw");
+    assert!(expires_in(&annotations) > Duration::from_secs(20));
+    let calls = cloud.calls();
+    assert_eq!(
+        (calls.pod_identity, calls.sts, calls.ecr),
+        (1, 0, 1),
+        "{calls:?}"
+    );
+
+    std::fs::write(cloud.pod_identity_token_file(), "eyJ.other-token.sig").unwrap();
+    let out = mint(&cloud.aws_pod_identity_env(), &["--from-ecr", "eu-west-1"]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot mint a ecr credential"), "{stderr}");
+    assert!(!stderr.contains("other-token"), "{stderr}");
+    assert_eq!(cloud.calls().ecr, 1);
+}
+
+/// Every cloud client verifies the endpoint's certificate, and the test CA is trusted only
+/// through `SSL_CERT_FILE`: without it each mint fails on the TLS handshake, before anything
+/// is issued.
+#[test]
+fn cloud_endpoints_are_trusted_only_through_ssl_cert_file() {
+    let cloud = FakeCloud::start(LIFETIME, "never-issued");
+    let acr = cloud.https_host();
+    for (env, args) in [
+        (cloud.aws_env(), vec!["--from-ecr", "eu-west-1"]),
+        (cloud.google_key_env(), vec!["--from-gar", "gcr.io"]),
+        (cloud.azure_env(), vec!["--from-acr", acr.as_str()]),
+    ] {
+        let trusted = mint(&env, &args);
+        assert_exit(&trusted, 0);
+        let env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k != "SSL_CERT_FILE")
+            .collect();
+        let before = cloud.calls();
+        let out = mint(&env, &args);
+        assert_exit(&out, 2);
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot mint a"), "{args:?}: {stderr}");
+        assert_eq!(
+            cloud.calls(),
+            before,
+            "{args:?}: nothing answered without trust"
+        );
+    }
+}

@@ -100,6 +100,24 @@ def aws() -> None:
         "boto3's default chain (web identity, AWS_ENDPOINT_URL_STS/ECR) mints too",
     )
 
+    # EKS Pod Identity: botocore's container provider, with the agent's token file.
+    saved = {k: os.environ.pop(k) for k in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")}
+    os.environ["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = ENV["FAKE_POD_IDENTITY_URI"]
+    os.environ["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = ENV["FAKE_POD_IDENTITY_TOKEN_FILE"]
+    try:
+        session = boto3.session.Session(region_name="eu-west-1")
+        creds = session.get_credentials().get_frozen_credentials()
+        check(creds.access_key.startswith("ASIA") and creds.token, "Pod Identity keys")
+        data = session.client("ecr", verify=CA).get_authorization_token()["authorizationData"][0]
+        check(
+            base64.b64decode(data["authorizationToken"]).decode() == f"AWS:{PASSWORD}",
+            "boto3 through EKS Pod Identity mints too",
+        )
+    finally:
+        os.environ.pop("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        os.environ.pop("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+        os.environ.update(saved)
+
 
 def google() -> None:
     import google.auth.transport.requests

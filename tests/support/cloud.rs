@@ -4,6 +4,8 @@
 //! - AWS STS `AssumeRoleWithWebIdentity` (query protocol: form body, XML answer and errors),
 //! - AWS ECR `GetAuthorizationToken` (AWS JSON 1.1, `X-Amz-Target`), which checks the SigV4
 //!   signature, its scope `<date>/<region>/ecr/aws4_request` and the session token STS issued,
+//! - the EKS Pod Identity agent (`GET /v1/credentials`, plain HTTP, the projected token in
+//!   `Authorization`; temporary keys in JSON, accepted by the fake ECR like STS's),
 //! - the GCE metadata server's token endpoint (plain HTTP, requires `Metadata-Flavor: Google`),
 //! - Google's OAuth token endpoint (RFC 7523 JWT bearer grant; the RS256 signature is checked),
 //! - Google STS `POST /v1/token` (RFC 8693 token exchange, as sts.googleapis.com answers it) and
@@ -44,6 +46,8 @@ use super::tls::TestCa;
 
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/pull-ecr";
 pub const WEB_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.projected-service-account-token.sig";
+/// The projected token (audience `pods.eks.amazonaws.com`) the Pod Identity agent accepts.
+pub const POD_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eks-pod-identity-token.sig";
 pub const AZURE_CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 pub const AZURE_TENANT_ID: &str = "99999999-8888-7777-6666-555555555555";
 pub const AZURE_ASSERTION: &str = "eyJhbGciOiJSUzI1NiJ9.azure-federated-token.sig";
@@ -78,6 +82,8 @@ pub enum Failure {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Calls {
     pub sts: usize,
+    /// Credentials from the EKS Pod Identity agent.
+    pub pod_identity: usize,
     pub ecr: usize,
     pub metadata: usize,
     pub google_token: usize,
@@ -153,6 +159,11 @@ impl FakeCloud {
         std::fs::write(dir.path().join("web-identity-token"), WEB_IDENTITY_TOKEN).unwrap();
         std::fs::write(dir.path().join("azure-token"), AZURE_ASSERTION).unwrap();
         std::fs::write(
+            dir.path().join("eks-pod-identity-token"),
+            POD_IDENTITY_TOKEN,
+        )
+        .unwrap();
+        std::fs::write(
             dir.path().join("google-subject-token"),
             GOOGLE_SUBJECT_TOKEN,
         )
@@ -213,6 +224,7 @@ impl FakeCloud {
             .with_state(shared.clone());
         let mds = Router::new()
             .route("/msi/token", axum::routing::get(app_service_identity))
+            .route("/v1/credentials", axum::routing::get(pod_identity_agent))
             .route(
                 "/metadata/identity/oauth2/token",
                 axum::routing::get(subject_token_source),
@@ -346,6 +358,30 @@ impl FakeCloud {
         ];
         env.extend(self.common_env());
         env
+    }
+
+    /// Environment for an ECR mint through EKS Pod Identity: the agent on the plain listener
+    /// (loopback HTTP, which the SDKs allow for the container provider), ECR at this fake.
+    pub fn aws_pod_identity_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_string(),
+                format!("http://{}/v1/credentials", self.metadata),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".to_string(),
+                self.pod_identity_token_file().display().to_string(),
+            ),
+            ("AWS_ENDPOINT_URL_ECR".to_string(), self.https_url()),
+            ("AWS_REGION".to_string(), "eu-west-1".to_string()),
+            ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+        ];
+        env.extend(self.common_env());
+        env
+    }
+
+    pub fn pod_identity_token_file(&self) -> PathBuf {
+        self.dir.path().join("eks-pod-identity-token")
     }
 
     /// Environment for a Google mint with the service-account key.
@@ -489,6 +525,12 @@ pub const CLOUD_VARIABLES: &[&str] = &[
     "AWS_ENDPOINT_URL",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_ECR",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "GCE_METADATA_HOST",
     "AZURE_CLIENT_ID",
@@ -782,6 +824,63 @@ fn sts(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
 </AssumeRoleWithWebIdentityResponse>\n"
     );
     ([("content-type", "text/xml")], body).into_response()
+}
+
+/// The EKS Pod Identity agent: `GET /v1/credentials` with the projected token as the whole
+/// `Authorization` value; temporary keys as JSON (`AccessKeyId`, `SecretAccessKey`, `Token`,
+/// `AccountId`, `Expiration`), which the fake ECR accepts like STS's session keys.
+async fn pod_identity_agent(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let error = |status: StatusCode, why: &str| {
+        refuse(
+            &shared,
+            status,
+            why,
+            (
+                [("content-type", "text/plain; charset=utf-8")],
+                why.to_string(),
+            )
+                .into_response(),
+        )
+    };
+    if token.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Service account token cannot be empty",
+        );
+    }
+    if token != POD_IDENTITY_TOKEN {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the service account token is not valid",
+        );
+    }
+    let failure = shared.lock().failure;
+    if failure != Failure::None {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    }
+    let mut settings = shared.lock();
+    settings.serial += 1;
+    settings.calls.pod_identity += 1;
+    let key = format!("ASIAPODID{:011}", settings.serial);
+    let secret = format!("fake-pod-identity-secret-{}", settings.serial);
+    let session = format!("fake-pod-identity-session-{}", settings.serial);
+    settings
+        .sessions
+        .insert(key.clone(), (secret.clone(), session.clone()));
+    json_response(
+        serde_json::json!({
+            "AccessKeyId": key,
+            "SecretAccessKey": secret,
+            "Token": session,
+            "AccountId": "123456789012",
+            "Expiration": rfc3339(now_secs() + 3600),
+        }),
+        "application/json",
+    )
 }
 
 fn ecr(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
