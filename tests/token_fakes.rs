@@ -56,6 +56,7 @@ fn real_cloud_clients_accept_the_fakes() {
             "FAKE_POD_IDENTITY_TOKEN_FILE",
             cloud.pod_identity_token_file(),
         )
+        .env("FAKE_IMDS_ENDPOINT", format!("http://{}/", cloud.metadata))
         .env(
             "FAKE_GOOGLE_EXTERNAL_FILE",
             cloud.google_external_account_file(SubjectSource::File, false),
@@ -89,7 +90,7 @@ fn real_cloud_clients_accept_the_fakes() {
     }
     let calls = cloud.calls();
     assert!(
-        calls.sts >= 2 && calls.ecr >= 3 && calls.pod_identity >= 1,
+        calls.sts >= 2 && calls.ecr >= 3 && calls.pod_identity >= 1 && calls.ec2_imds >= 1,
         "{calls:?}"
     );
     assert!(calls.google_token >= 1 && calls.metadata >= 1, "{calls:?}");

@@ -518,3 +518,24 @@ fn cloud_endpoints_are_trusted_only_through_ssl_cert_file() {
         );
     }
 }
+
+/// The EC2 instance profile, last in the SDK's chain: IMDSv2 (session token first) at
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, and ECR accepts requests signed with the role's keys.
+#[test]
+fn ecr_credential_is_minted_with_the_ec2_instance_profile() {
+    let cloud = FakeCloud::start(LIFETIME, "instance-pw");
+    let out = mint(&cloud.aws_imds_env(), &["--from-ecr", "eu-west-1"]);
+    assert_exit(&out, 0);
+    let (config, _) = printed(&out);
+    assert_eq!(
+        config["auths"]["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]["password"],
+        "instance-pw"
+    );
+    let calls = cloud.calls();
+    assert_eq!(
+        (calls.ec2_imds, calls.sts, calls.ecr, calls.refused),
+        (1, 0, 1, 0),
+        "{calls:?} {}",
+        cloud.last_refusal()
+    );
+}

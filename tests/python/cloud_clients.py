@@ -118,6 +118,27 @@ def aws() -> None:
         os.environ.pop("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
         os.environ.update(saved)
 
+    # The EC2 instance profile through IMDSv2, at AWS_EC2_METADATA_SERVICE_ENDPOINT.
+    saved = {
+        k: os.environ.pop(k)
+        for k in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_EC2_METADATA_DISABLED")
+    }
+    os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = ENV["FAKE_IMDS_ENDPOINT"]
+    try:
+        session = boto3.session.Session(region_name="eu-west-1")
+        creds = session.get_credentials()
+        check(creds is not None and creds.method == "iam-role", f"IMDS role keys: {creds}")
+        data = session.client("ecr", verify=CA).get_authorization_token()["authorizationData"][0]
+        check(
+            base64.b64decode(data["authorizationToken"]).decode() == f"AWS:{PASSWORD}",
+            "boto3 with the EC2 instance profile mints too",
+        )
+        plain = requests.get(f"{ENV['FAKE_IMDS_ENDPOINT']}latest/meta-data/iam/security-credentials/")
+        check(plain.status_code == 401, "IMDSv2 refuses reads without a session token")
+    finally:
+        os.environ.pop("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        os.environ.update(saved)
+
 
 def google() -> None:
     import google.auth.transport.requests

@@ -6,6 +6,8 @@
 //!   signature, its scope `<date>/<region>/ecr/aws4_request` and the session token STS issued,
 //! - the EKS Pod Identity agent (`GET /v1/credentials`, plain HTTP, the projected token in
 //!   `Authorization`; temporary keys in JSON, accepted by the fake ECR like STS's),
+//! - the EC2 instance metadata service, IMDSv2 (`PUT /latest/api/token`, then the role's
+//!   credentials with `x-aws-ec2-metadata-token`),
 //! - the GCE metadata server's token endpoint (plain HTTP, requires `Metadata-Flavor: Google`),
 //! - Google's OAuth token endpoint (RFC 7523 JWT bearer grant; the RS256 signature is checked),
 //! - Google STS `POST /v1/token` (RFC 8693 token exchange, as sts.googleapis.com answers it) and
@@ -47,6 +49,10 @@ use super::tls::TestCa;
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/pull-ecr";
 pub const WEB_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.projected-service-account-token.sig";
 /// The projected token (audience `pods.eks.amazonaws.com`) the Pod Identity agent accepts.
+/// The instance profile's role name, as IMDS lists it.
+pub const EC2_ROLE: &str = "pull-ecr-node";
+/// The IMDSv2 session token the fake hands out.
+const IMDS_SESSION: &str = "AQAEAFakeImdsV2SessionToken==";
 pub const POD_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eks-pod-identity-token.sig";
 pub const AZURE_CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 pub const AZURE_TENANT_ID: &str = "99999999-8888-7777-6666-555555555555";
@@ -84,6 +90,8 @@ pub struct Calls {
     pub sts: usize,
     /// Credentials from the EKS Pod Identity agent.
     pub pod_identity: usize,
+    /// Role credentials from the EC2 instance metadata service.
+    pub ec2_imds: usize,
     pub ecr: usize,
     pub metadata: usize,
     pub google_token: usize,
@@ -225,6 +233,15 @@ impl FakeCloud {
         let mds = Router::new()
             .route("/msi/token", axum::routing::get(app_service_identity))
             .route("/v1/credentials", axum::routing::get(pod_identity_agent))
+            .route("/latest/api/token", axum::routing::put(imds_token))
+            .route(
+                "/latest/meta-data/iam/security-credentials/",
+                axum::routing::get(imds_role_name),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials/{role}",
+                axum::routing::get(imds_role_credentials),
+            )
             .route(
                 "/metadata/identity/oauth2/token",
                 axum::routing::get(subject_token_source),
@@ -375,6 +392,21 @@ impl FakeCloud {
             ("AWS_ENDPOINT_URL_ECR".to_string(), self.https_url()),
             ("AWS_REGION".to_string(), "eu-west-1".to_string()),
             ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+        ];
+        env.extend(self.common_env());
+        env
+    }
+
+    /// Environment for an ECR mint with the EC2 instance profile: IMDSv2 at the plain
+    /// listener (`AWS_EC2_METADATA_SERVICE_ENDPOINT`), ECR at this fake.
+    pub fn aws_imds_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_string(),
+                format!("http://{}/", self.metadata),
+            ),
+            ("AWS_ENDPOINT_URL_ECR".to_string(), self.https_url()),
+            ("AWS_REGION".to_string(), "eu-west-1".to_string()),
         ];
         env.extend(self.common_env());
         env
@@ -531,6 +563,9 @@ pub const CLOUD_VARIABLES: &[&str] = &[
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_ENDPOINT_URL_STS",
     "AWS_ENDPOINT_URL_ECR",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "GCE_METADATA_HOST",
     "AZURE_CLIENT_ID",
@@ -824,6 +859,107 @@ fn sts(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
 </AssumeRoleWithWebIdentityResponse>\n"
     );
     ([("content-type", "text/xml")], body).into_response()
+}
+
+/// IMDSv2 session: `PUT /latest/api/token` with a TTL of 1-21600 seconds; the token comes back
+/// with the TTL echoed in `x-aws-ec2-metadata-token-ttl-seconds`.
+async fn imds_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let ttl = headers
+        .get("x-aws-ec2-metadata-token-ttl-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|t| (1..=21_600).contains(t));
+    let Some(ttl) = ttl else {
+        return refuse(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "IMDS token request without a valid TTL",
+            ().into_response(),
+        );
+    };
+    (
+        [
+            ("content-type", "text/plain".to_string()),
+            ("x-aws-ec2-metadata-token-ttl-seconds", ttl.to_string()),
+        ],
+        IMDS_SESSION,
+    )
+        .into_response()
+}
+
+/// IMDSv2 only: a metadata read without the session token is 401, as on an instance that
+/// requires tokens.
+fn imds_session_ok(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let token = headers
+        .get("x-aws-ec2-metadata-token")
+        .and_then(|v| v.to_str().ok());
+    if token == Some(IMDS_SESSION) {
+        Ok(())
+    } else {
+        Err(refuse(
+            shared,
+            StatusCode::UNAUTHORIZED,
+            "IMDS read without the IMDSv2 session token",
+            ().into_response(),
+        ))
+    }
+}
+
+async fn imds_role_name(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = imds_session_ok(&shared, &headers) {
+        return refused;
+    }
+    ([("content-type", "text/plain")], EC2_ROLE).into_response()
+}
+
+/// The role's temporary keys (`Code: Success`, `Type: AWS-HMAC`), which the fake ECR accepts.
+async fn imds_role_credentials(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(role): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = imds_session_ok(&shared, &headers) {
+        return refused;
+    }
+    if role != EC2_ROLE {
+        return refuse(
+            &shared,
+            StatusCode::NOT_FOUND,
+            "IMDS: no such role",
+            ().into_response(),
+        );
+    }
+    let failure = shared.lock().failure;
+    if failure != Failure::None {
+        return refuse(
+            &shared,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "IMDS failure mode",
+            ().into_response(),
+        );
+    }
+    let mut settings = shared.lock();
+    settings.serial += 1;
+    settings.calls.ec2_imds += 1;
+    let key = format!("ASIAEC2{:013}", settings.serial);
+    let secret = format!("fake-instance-secret-{}", settings.serial);
+    let session = format!("fake-instance-session-{}", settings.serial);
+    settings
+        .sessions
+        .insert(key.clone(), (secret.clone(), session.clone()));
+    let now = now_secs();
+    json_response(
+        serde_json::json!({
+            "Code": "Success",
+            "LastUpdated": rfc3339(now),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": key,
+            "SecretAccessKey": secret,
+            "Token": session,
+            "Expiration": rfc3339(now + 6 * 3600),
+        }),
+        "text/plain",
+    )
 }
 
 /// The EKS Pod Identity agent: `GET /v1/credentials` with the projected token as the whole
