@@ -889,24 +889,22 @@ async fn imds_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
 
 /// IMDSv2 only: a metadata read without the session token is 401, as on an instance that
 /// requires tokens.
-fn imds_session_ok(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn imds_refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     let token = headers
         .get("x-aws-ec2-metadata-token")
         .and_then(|v| v.to_str().ok());
-    if token == Some(IMDS_SESSION) {
-        Ok(())
-    } else {
-        Err(refuse(
+    (token != Some(IMDS_SESSION)).then(|| {
+        refuse(
             shared,
             StatusCode::UNAUTHORIZED,
             "IMDS read without the IMDSv2 session token",
             ().into_response(),
-        ))
-    }
+        )
+    })
 }
 
 async fn imds_role_name(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = imds_session_ok(&shared, &headers) {
+    if let Some(refused) = imds_refusal(&shared, &headers) {
         return refused;
     }
     ([("content-type", "text/plain")], EC2_ROLE).into_response()
@@ -918,7 +916,7 @@ async fn imds_role_credentials(
     UrlPath(role): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = imds_session_ok(&shared, &headers) {
+    if let Some(refused) = imds_refusal(&shared, &headers) {
         return refused;
     }
     if role != EC2_ROLE {
