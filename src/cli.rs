@@ -264,6 +264,13 @@ pub struct ExplainArgs {
     /// The webhook's own namespace (always excluded), as `serve --namespace`.
     #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
     pub webhook_namespace: String,
+    /// Read the token Secrets the image gets from the cluster (their metadata only, never
+    /// their data) and show each one's expiry: in the source namespace and the copy in
+    /// `--namespace`. Implied by `--kubeconfig` or `--context`.
+    #[arg(long)]
+    pub cluster: bool,
+    #[command(flatten)]
+    pub cluster_args: ClusterArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

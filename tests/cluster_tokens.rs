@@ -478,3 +478,78 @@ async fn two_replicas_mint_once_per_refresh_period() {
     })
     .await;
 }
+
+/// Workload identity federation in `serve`: a projected-token file exchanged at Google STS and
+/// traded for a service account's token, whose `expireTime` (not STS's much longer
+/// `expires_in`) is the Secret's expiry; refreshed in place; a failing exchange keeps the last
+/// good Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_federated_token_secret_is_minted_refreshed_and_kept_when_the_exchange_fails() {
+    let cloud = FakeCloud::start(LIFETIME, "wif-1");
+    cloud.set_sts_lifetime(Duration::from_secs(3000));
+    let policy = format!(
+        "sourceNamespace: {SOURCE_NS}\n\
+tokenSources:\n  - secret: gar-pull\n    google:\n      registries: [europe-docker.pkg.dev]\n\
+rules:\n  - name: gar\n    registries: [\"*.pkg.dev\"]\n    secret: gar-pull\n"
+    );
+    let api = cluster_with(&policy).await;
+    let hook = webhook(
+        &api,
+        cloud.google_external_env(support::cloud::SubjectSource::File, true),
+    )
+    .await;
+    let with_token = |token: &'static str| {
+        let api = &api;
+        move || async move {
+            let s = api.get_secret(SOURCE_NS, "gar-pull")?;
+            (credential(&s, "europe-docker.pkg.dev")
+                == Some(("oauth2accesstoken".to_string(), token.to_string())))
+            .then_some(s)
+        }
+    };
+    let first = eventually(
+        "gar-pull minted through federation",
+        DEADLINE,
+        with_token("ya29.c.wif-1"),
+    )
+    .await;
+    let left = expires_at(&first)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left <= LIFETIME && left > Duration::from_secs(5),
+        "expires-at from IAM's expireTime: {left:?}"
+    );
+
+    cloud.set_password("wif-2");
+    let second = eventually(
+        "refreshed in place",
+        REFRESH_DEADLINE,
+        with_token("ya29.c.wif-2"),
+    )
+    .await;
+    assert_eq!(second.metadata.uid, first.metadata.uid);
+    assert!(expires_at(&second) > expires_at(&first));
+
+    cloud.set_failure(Failure::ServerError);
+    cloud.set_password("never-issued");
+    let failures = "pullsecret_injector_token_mint_failures_total{secret=\"gar-pull\",provider=\"google\",result=\"refused\"}";
+    eventually("a failed exchange is counted", REFRESH_DEADLINE, || async {
+        (hook.metric(failures).await >= 1.0).then_some(())
+    })
+    .await;
+    let kept = api.get_secret(SOURCE_NS, "gar-pull").expect("still there");
+    assert_eq!(kept.data, second.data, "the last good token stays");
+    assert_eq!(kept.metadata.uid, second.metadata.uid);
+    assert_eq!(
+        kept.metadata.annotations.as_ref().unwrap()[EXPIRES_AT],
+        second.metadata.annotations.as_ref().unwrap()[EXPIRES_AT]
+    );
+    assert!(
+        !hook
+            .logs()
+            .iter()
+            .any(|l| l.contains("ya29") || l.contains(support::cloud::GOOGLE_SUBJECT_TOKEN)),
+        "no token in the log"
+    );
+}

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::cloud::{
-    AZURE_CLIENT_ID, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID, CLOUD_VARIABLES, FakeCloud, ROLE_ARN,
+    AZURE_CLIENT_ID, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID, CLOUD_VARIABLES, FakeCloud,
+    GOOGLE_SA_EMAIL, ROLE_ARN, SubjectSource,
 };
 
 #[test]
@@ -23,6 +24,9 @@ fn real_cloud_clients_accept_the_fakes() {
         python.display()
     );
     let cloud = FakeCloud::start(Duration::from_secs(900), "client-check");
+    // STS and IAM Credentials answer different lifetimes, so the client's expiry shows which
+    // answer it read.
+    cloud.set_sts_lifetime(Duration::from_secs(2000));
     let mut cmd = Command::new(&python);
     for name in CLOUD_VARIABLES {
         cmd.env_remove(name);
@@ -44,6 +48,26 @@ fn real_cloud_clients_accept_the_fakes() {
             cloud.web_identity_token_file(),
         )
         .env("FAKE_GOOGLE_KEY_FILE", cloud.google_key_file())
+        .env(
+            "FAKE_POD_IDENTITY_URI",
+            format!("http://{}/v1/credentials", cloud.metadata),
+        )
+        .env(
+            "FAKE_POD_IDENTITY_TOKEN_FILE",
+            cloud.pod_identity_token_file(),
+        )
+        .env("FAKE_IMDS_ENDPOINT", format!("http://{}/", cloud.metadata))
+        .env(
+            "FAKE_GOOGLE_EXTERNAL_FILE",
+            cloud.google_external_account_file(SubjectSource::File, false),
+        )
+        .env(
+            "FAKE_GOOGLE_EXTERNAL_URL_SA_FILE",
+            cloud.google_external_account_file(SubjectSource::Url, true),
+        )
+        .env("FAKE_GOOGLE_SA_EMAIL", GOOGLE_SA_EMAIL)
+        .env("FAKE_STS_LIFETIME", "2000")
+        .env("FAKE_LIFETIME", "900")
         .env("FAKE_AZURE_TENANT_ID", AZURE_TENANT_ID)
         .env("FAKE_AZURE_CLIENT_ID", AZURE_CLIENT_ID)
         .env("FAKE_AZURE_TOKEN_FILE", cloud.azure_token_file())
@@ -65,8 +89,15 @@ fn real_cloud_clients_accept_the_fakes() {
         assert!(stdout.contains(client), "{stdout}\n{stderr}");
     }
     let calls = cloud.calls();
-    assert!(calls.sts >= 2 && calls.ecr >= 2, "{calls:?}");
+    assert!(
+        calls.sts >= 2 && calls.ecr >= 3 && calls.pod_identity >= 1 && calls.ec2_imds >= 1,
+        "{calls:?}"
+    );
     assert!(calls.google_token >= 1 && calls.metadata >= 1, "{calls:?}");
+    assert!(
+        calls.google_sts >= 2 && calls.google_iam >= 1 && calls.subject_token >= 1,
+        "{calls:?}"
+    );
     assert!(calls.entra >= 1 && calls.acr_exchange >= 1, "{calls:?}");
     assert!(calls.managed_identity >= 1, "{calls:?}");
 }

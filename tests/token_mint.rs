@@ -331,3 +331,211 @@ fn a_minted_ecr_credential_pulls_from_a_real_registry() {
     std::fs::write(&empty, r#"{"auths":{}}"#).unwrap();
     assert!(!inspect(&empty).status.success());
 }
+
+/// Workload identity federation (`external_account`): the subject token from a file or from a
+/// URL source, exchanged at Google STS, and with `service_account_impersonation_url` traded for
+/// the service account's token. STS and IAM Credentials answer different lifetimes, so
+/// expires-at shows which answer the expiry came from: `expires_in`, or `expireTime`.
+#[test]
+fn google_access_token_through_workload_identity_federation() {
+    use support::cloud::SubjectSource;
+    let sts_lifetime = Duration::from_secs(3000);
+    for (source, impersonate) in [
+        (SubjectSource::File, false),
+        (SubjectSource::Url, false),
+        (SubjectSource::File, true),
+        (SubjectSource::Url, true),
+    ] {
+        let case = format!("{source:?} subject token, impersonation {impersonate}");
+        let cloud = FakeCloud::start(LIFETIME, "wif-1");
+        cloud.set_sts_lifetime(sts_lifetime);
+        let out = mint(
+            &cloud.google_external_env(source, impersonate),
+            &["--from-gar", "europe-docker.pkg.dev"],
+        );
+        assert_exit(&out, 0);
+        let (config, annotations) = printed(&out);
+        let entry = &config["auths"]["europe-docker.pkg.dev"];
+        assert_eq!(entry["username"], "oauth2accesstoken", "{case}");
+        let (token, lifetime) = if impersonate {
+            ("ya29.c.wif-1", LIFETIME)
+        } else {
+            ("ya29.d.wif-1", sts_lifetime)
+        };
+        assert_eq!(entry["password"], token, "{case}");
+        let left = expires_in(&annotations);
+        assert!(
+            left + Duration::from_secs(10) > lifetime && left <= lifetime,
+            "{case}: expires in {left:?}, the answer said {lifetime:?}"
+        );
+        let calls = cloud.calls();
+        assert_eq!(
+            (
+                calls.google_sts,
+                calls.google_iam,
+                calls.subject_token,
+                calls.refused
+            ),
+            (
+                1,
+                usize::from(impersonate),
+                usize::from(source == SubjectSource::Url),
+                0
+            ),
+            "{case}: {calls:?} {}",
+            cloud.last_refusal()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains(support::cloud::GOOGLE_SUBJECT_TOKEN),
+            "{stderr}"
+        );
+    }
+}
+
+/// A refused exchange names the step and the status, and prints neither the subject token nor
+/// any issued token.
+#[test]
+fn a_refused_google_federation_is_a_clear_error_without_secrets() {
+    use support::cloud::SubjectSource;
+    let cloud = FakeCloud::start(LIFETIME, "never-printed");
+    // STS itself refuses a subject token it does not know.
+    let env = cloud.google_external_env(SubjectSource::File, true);
+    std::fs::write(
+        cloud.dir.path().join("google-subject-token"),
+        "eyJ.not-the-subject.sig",
+    )
+    .unwrap();
+    let out = mint(&env, &["--from-gar", "gcr.io"]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Google STS refused: HTTP 400 (invalid_grant)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-subject"), "{stderr}");
+    assert_eq!(cloud.calls().google_iam, 0);
+
+    // IAM Credentials refuses a service account the workload may not impersonate: its own
+    // status, and not the federated token that was sent to it.
+    std::fs::write(
+        cloud.dir.path().join("google-subject-token"),
+        support::cloud::GOOGLE_SUBJECT_TOKEN,
+    )
+    .unwrap();
+    let file = &env
+        .iter()
+        .find(|(k, _)| k == "GOOGLE_APPLICATION_CREDENTIALS")
+        .unwrap()
+        .1;
+    let text = std::fs::read_to_string(file).unwrap();
+    std::fs::write(
+        file,
+        text.replace(
+            support::cloud::GOOGLE_SA_EMAIL,
+            "other@acme-prod.iam.gserviceaccount.com",
+        ),
+    )
+    .unwrap();
+    let out = mint(&env, &["--from-gar", "gcr.io"]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "Google IAM Credentials generateAccessToken refused: HTTP 403 (PERMISSION_DENIED)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ya29"), "{stderr}");
+    assert_eq!(cloud.calls().google_sts, 1);
+
+    // Throttled: the status, nothing issued on stdout.
+    cloud.set_failure(Failure::Throttle);
+    let out = mint(&env, &["--from-gar", "gcr.io"]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Google STS refused: HTTP 429"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(!stderr.contains("never-printed"), "{stderr}");
+}
+
+/// EKS Pod Identity: the SDK's container provider takes temporary keys from the agent with the
+/// projected token, and ECR accepts requests signed with them (no STS call at all). A token
+/// the agent refuses is a clear error, and the token is not printed.
+#[test]
+fn ecr_credential_is_minted_through_eks_pod_identity() {
+    let cloud = FakeCloud::start(LIFETIME, "pod-identity-pw");
+    let out = mint(&cloud.aws_pod_identity_env(), &["--from-ecr", "eu-west-1"]);
+    assert_exit(&out, 0);
+    let (config, annotations) = printed(&out);
+    let entry = &config["auths"]["123456789012.dkr.ecr.eu-west-1.amazonaws.com"];
+    assert_eq!(entry["password"], "pod-identity-pw");
+    assert!(expires_in(&annotations) > Duration::from_secs(20));
+    let calls = cloud.calls();
+    assert_eq!(
+        (calls.pod_identity, calls.sts, calls.ecr),
+        (1, 0, 1),
+        "{calls:?}"
+    );
+
+    std::fs::write(cloud.pod_identity_token_file(), "eyJ.other-token.sig").unwrap();
+    let out = mint(&cloud.aws_pod_identity_env(), &["--from-ecr", "eu-west-1"]);
+    assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot mint a ecr credential"), "{stderr}");
+    assert!(!stderr.contains("other-token"), "{stderr}");
+    assert_eq!(cloud.calls().ecr, 1);
+}
+
+/// Every cloud client verifies the endpoint's certificate, and the test CA is trusted only
+/// through `SSL_CERT_FILE`: without it each mint fails on the TLS handshake, before anything
+/// is issued.
+#[test]
+fn cloud_endpoints_are_trusted_only_through_ssl_cert_file() {
+    let cloud = FakeCloud::start(LIFETIME, "never-issued");
+    let acr = cloud.https_host();
+    for (env, args) in [
+        (cloud.aws_env(), vec!["--from-ecr", "eu-west-1"]),
+        (cloud.google_key_env(), vec!["--from-gar", "gcr.io"]),
+        (cloud.azure_env(), vec!["--from-acr", acr.as_str()]),
+    ] {
+        let trusted = mint(&env, &args);
+        assert_exit(&trusted, 0);
+        let env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k != "SSL_CERT_FILE")
+            .collect();
+        let before = cloud.calls();
+        let out = mint(&env, &args);
+        assert_exit(&out, 2);
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot mint a"), "{args:?}: {stderr}");
+        assert_eq!(
+            cloud.calls(),
+            before,
+            "{args:?}: nothing answered without trust"
+        );
+    }
+}
+
+/// The EC2 instance profile, last in the SDK's chain: IMDSv2 (session token first) at
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, and ECR accepts requests signed with the role's keys.
+#[test]
+fn ecr_credential_is_minted_with_the_ec2_instance_profile() {
+    let cloud = FakeCloud::start(LIFETIME, "instance-pw");
+    let out = mint(&cloud.aws_imds_env(), &["--from-ecr", "eu-west-1"]);
+    assert_exit(&out, 0);
+    let (config, _) = printed(&out);
+    assert_eq!(
+        config["auths"]["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]["password"],
+        "instance-pw"
+    );
+    let calls = cloud.calls();
+    assert_eq!(
+        (calls.ec2_imds, calls.sts, calls.ecr, calls.refused),
+        (1, 0, 1, 0),
+        "{calls:?} {}",
+        cloud.last_refusal()
+    );
+}

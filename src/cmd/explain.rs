@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use serde::Serialize;
 use serde_json::json;
 
@@ -43,8 +43,31 @@ struct MintedSecret {
     /// What is minted, in words: region and registry ids, or the registries.
     minted_for: String,
     /// When serve mints it again. The current token's expiry is only known in the cluster
-    /// (`audit`, or the Secret's `pullsecret-injector.io/expires-at`).
+    /// (`--cluster`, `audit`, or the Secret's `pullsecret-injector.io/expires-at`).
     refresh: &'static str,
+    /// With `--cluster`: the Secret in the source namespace, then the copy in the Pod's
+    /// namespace (when that is another one), as the cluster holds them now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<Vec<LiveSecret>>,
+}
+
+/// A token Secret as read from the cluster: metadata only, its data is never fetched.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LiveSecret {
+    namespace: String,
+    name: String,
+    /// `source` (what serve mints) or `copy` (what the Pod's namespace holds).
+    role: &'static str,
+    exists: bool,
+    /// Labelled as ours: serve writes it. A user's Secret of that name is left alone.
+    managed: bool,
+    /// The `pullsecret-injector.io/expires-at` annotation as written.
+    expires_at: Option<String>,
+    /// `null` when there is no readable expiry.
+    expired: Option<bool>,
+    /// Why it needs attention, for people; `null` when the token is current.
+    note: Option<String>,
 }
 
 /// What `serve` mints for `provider`, in words.
@@ -122,6 +145,20 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let live = args.cluster
+        || args.cluster_args.kubeconfig.is_some()
+        || args.cluster_args.context.is_some();
+    if live {
+        let client = crate::kubeconfig::connect(&args.cluster_args)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(policy) = &policy {
+            read_token_secrets(&client, policy, &args.namespace, &mut explanation).await;
+        }
+        if explanation.token_sources.is_empty() {
+            notes.push("--cluster: the image gets no token Secret, nothing to read".to_string());
+        }
+    }
 
     match args.output {
         OutputFormat::Json | OutputFormat::Yaml => print!(
@@ -132,6 +169,96 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Text => print_text(&explanation, &notes),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads, for each token Secret the image gets, its metadata in the source namespace and in
+/// the Pod's namespace. A read that fails (e.g. forbidden there) is reported on that Secret,
+/// not as a failure of the command.
+async fn read_token_secrets(
+    client: &kube::Client,
+    policy: &Policy,
+    pod_namespace: &str,
+    out: &mut Explanation,
+) {
+    let now = crate::expiry::now();
+    for token in &mut out.token_sources {
+        let mut places = vec![(policy.source_namespace.clone(), "source")];
+        if pod_namespace != policy.source_namespace {
+            places.push((pod_namespace.to_string(), "copy"));
+        }
+        let mut read = Vec::new();
+        for (namespace, role) in places {
+            let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &namespace);
+            let answer = api.get_metadata_opt(&token.secret).await;
+            read.push(live_secret(namespace, &token.secret, role, answer, now));
+        }
+        token.cluster = Some(read);
+    }
+}
+
+fn live_secret(
+    namespace: String,
+    name: &str,
+    role: &'static str,
+    answer: Result<Option<kube::core::PartialObjectMeta<Secret>>, kube::Error>,
+    now: crate::expiry::UnixTime,
+) -> LiveSecret {
+    use crate::expiry::{self, ANNOTATION_EXPIRES_AT};
+    let mut live = LiveSecret {
+        namespace,
+        name: name.to_string(),
+        role,
+        exists: false,
+        managed: false,
+        expires_at: None,
+        expired: None,
+        note: None,
+    };
+    let meta = match answer {
+        Err(e) => {
+            live.note = Some(format!(
+                "cannot read it: {}",
+                crate::cmd::policy_input::api_message(&e)
+            ));
+            return live;
+        }
+        Ok(None) => {
+            live.note = Some(match role {
+                "source" => "not there: serve has not minted it yet (see serve's log and the TokenMintFailed Events)".to_string(),
+                _ => "not there: serve copies it at the first admission of a Pod that needs it".to_string(),
+            });
+            return live;
+        }
+        Ok(Some(meta)) => meta,
+    };
+    // Only the metadata was fetched; this Secret carries no data.
+    let secret = Secret {
+        metadata: meta.metadata,
+        ..Secret::default()
+    };
+    live.exists = true;
+    live.managed = crate::k8s::copy::is_managed(&secret);
+    live.expires_at =
+        crate::k8s::copy::annotation(&secret, ANNOTATION_EXPIRES_AT).map(str::to_string);
+    let at = live.expires_at.as_deref().and_then(expiry::parse_rfc3339);
+    live.expired = at.map(|at| at <= now);
+    live.note = match (live.managed, &live.expires_at, at) {
+        (false, _, _) => Some(
+            "not managed by pullsecret-injector: serve leaves it alone and does not refresh it"
+                .to_string(),
+        ),
+        (true, None, _) => Some(format!("no {ANNOTATION_EXPIRES_AT} annotation")),
+        (true, Some(text), None) => Some(format!(
+            "its {ANNOTATION_EXPIRES_AT} {:?} is not an RFC 3339 time",
+            crate::quote::short(text)
+        )),
+        (true, Some(_), Some(at)) if at <= now => Some(format!(
+            "expired {}: the registry refuses pulls with it",
+            expiry::relative(at, now)
+        )),
+        (true, Some(_), Some(_)) => None,
+    };
+    live
 }
 
 /// Runs the same plan `serve` would for a Pod with this one image; returns notes for humans.
@@ -180,6 +307,7 @@ fn apply_policy(
                 kind: source.provider.kind().to_string(),
                 minted_for: minted_for(&source.provider),
                 refresh: REFRESH,
+                cluster: None,
             });
         }
         out.secrets.push(need.name);
@@ -277,6 +405,26 @@ fn print_text(e: &Explanation, notes: &[String]) {
             t.refresh,
             crate::expiry::ANNOTATION_EXPIRES_AT
         );
+        for live in t.cluster.iter().flatten() {
+            let place = format!("{}/{} ({})", live.namespace, live.name, live.role);
+            let state = match (live.expires_at.as_deref(), live.expired) {
+                (Some(at), Some(true)) => format!("EXPIRED at {at}"),
+                (Some(at), Some(false)) => {
+                    let left = crate::expiry::parse_rfc3339(at)
+                        .map(|a| format!(" ({})", crate::expiry::relative(a, crate::expiry::now())))
+                        .unwrap_or_default();
+                    format!("expires {at}{left}")
+                }
+                _ => String::new(),
+            };
+            let note = live.note.as_deref().unwrap_or_default();
+            let sep = if !state.is_empty() && !note.is_empty() {
+                "; "
+            } else {
+                ""
+            };
+            println!("token secret:   {place} {state}{sep}{note}");
+        }
     }
     for note in notes {
         println!("note:           {note}");

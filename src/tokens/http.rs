@@ -80,7 +80,7 @@ pub(crate) async fn json<T: serde::de::DeserializeOwned>(
                 serde_json::Value::Object(o) => o
                     .get("status")
                     .or_else(|| o.get("code"))
-                    .map(|c| c.to_string()),
+                    .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string)),
                 _ => None,
             });
         let mut detail = format!("HTTP {}", status.as_u16());

@@ -100,6 +100,45 @@ def aws() -> None:
         "boto3's default chain (web identity, AWS_ENDPOINT_URL_STS/ECR) mints too",
     )
 
+    # EKS Pod Identity: botocore's container provider, with the agent's token file.
+    saved = {k: os.environ.pop(k) for k in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")}
+    os.environ["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = ENV["FAKE_POD_IDENTITY_URI"]
+    os.environ["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = ENV["FAKE_POD_IDENTITY_TOKEN_FILE"]
+    try:
+        session = boto3.session.Session(region_name="eu-west-1")
+        creds = session.get_credentials().get_frozen_credentials()
+        check(creds.access_key.startswith("ASIA") and creds.token, "Pod Identity keys")
+        data = session.client("ecr", verify=CA).get_authorization_token()["authorizationData"][0]
+        check(
+            base64.b64decode(data["authorizationToken"]).decode() == f"AWS:{PASSWORD}",
+            "boto3 through EKS Pod Identity mints too",
+        )
+    finally:
+        os.environ.pop("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        os.environ.pop("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+        os.environ.update(saved)
+
+    # The EC2 instance profile through IMDSv2, at AWS_EC2_METADATA_SERVICE_ENDPOINT.
+    saved = {
+        k: os.environ.pop(k)
+        for k in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_EC2_METADATA_DISABLED")
+    }
+    os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = ENV["FAKE_IMDS_ENDPOINT"]
+    try:
+        session = boto3.session.Session(region_name="eu-west-1")
+        creds = session.get_credentials()
+        check(creds is not None and creds.method == "iam-role", f"IMDS role keys: {creds}")
+        data = session.client("ecr", verify=CA).get_authorization_token()["authorizationData"][0]
+        check(
+            base64.b64decode(data["authorizationToken"]).decode() == f"AWS:{PASSWORD}",
+            "boto3 with the EC2 instance profile mints too",
+        )
+        plain = requests.get(f"{ENV['FAKE_IMDS_ENDPOINT']}latest/meta-data/iam/security-credentials/")
+        check(plain.status_code == 401, "IMDSv2 refuses reads without a session token")
+    finally:
+        os.environ.pop("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        os.environ.update(saved)
+
 
 def google() -> None:
     import google.auth.transport.requests
@@ -123,6 +162,56 @@ def google() -> None:
         f"http://{ENV['FAKE_METADATA_HOST']}/computeMetadata/v1/instance/service-accounts/default/token"
     )
     check(plain.status_code == 403, "the metadata server needs Metadata-Flavor: Google")
+
+    google_external_account(request)
+
+
+def google_external_account(request) -> None:
+    """Workload identity federation: google-auth 2.x takes `token_url` and
+    `service_account_impersonation_url` from the file as they are (no check that they are
+    googleapis.com hosts), so the files point straight at the fakes."""
+    from google.auth import exceptions, identity_pool
+
+    scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+    # File-sourced subject token, the federated token used as it is.
+    fed = identity_pool.Credentials.from_file(ENV["FAKE_GOOGLE_EXTERNAL_FILE"], scopes=scopes)
+    before = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    fed.refresh(request)
+    check(fed.token == f"ya29.d.{PASSWORD}", f"STS federated token: {fed.token}")
+    left = (fed.expiry - before).total_seconds()
+    check(
+        abs(left - int(ENV["FAKE_STS_LIFETIME"])) < 30,
+        f"STS expiry from expires_in: {left}",
+    )
+
+    # URL-sourced subject token (headers, JSON format), then service-account impersonation.
+    sa = identity_pool.Credentials.from_file(ENV["FAKE_GOOGLE_EXTERNAL_URL_SA_FILE"], scopes=scopes)
+    sa.refresh(request)
+    check(sa.token == f"ya29.c.{PASSWORD}", f"impersonated token: {sa.token}")
+    check(sa.service_account_email == ENV["FAKE_GOOGLE_SA_EMAIL"], "impersonated account")
+    left = (sa.expiry - before).total_seconds()
+    check(
+        abs(left - int(ENV["FAKE_LIFETIME"])) < 30,
+        f"IAM expiry from expireTime: {left}",
+    )
+
+    # A subject token STS does not know is refused with OAuth's invalid_grant.
+    import json
+    import tempfile
+
+    with open(ENV["FAKE_GOOGLE_EXTERNAL_FILE"]) as f:
+        info = json.load(f)
+    with tempfile.NamedTemporaryFile("w", suffix=".token", delete=False) as bad:
+        bad.write("not-the-subject-token")
+    info["credential_source"] = {"file": bad.name}
+    wrong = identity_pool.Credentials.from_info(info, scopes=scopes)
+    try:
+        wrong.refresh(request)
+        raise AssertionError("STS accepted a wrong subject token")
+    except exceptions.OAuthError as e:
+        check("invalid_grant" in str(e), f"STS error: {e}")
+    finally:
+        os.unlink(bad.name)
 
 
 def azure() -> None:

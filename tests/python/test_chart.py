@@ -639,3 +639,54 @@ def test_audit_role_of_the_chart_and_of_deploy_agree(rendered):
     assert normalized_rules(plain["rules"]) == normalized_rules(
         chart_rules, {frozenset({POLICY_CONFIGMAP}): frozenset({DOC_POLICY_CONFIGMAP})}
     )
+
+
+TOKEN_POLICY = {
+    "sourceNamespace": "registry-credentials",
+    "tokenSources": [
+        {"secret": "ecr-pull", "ecr": {"region": "eu-west-1"}},
+        {"secret": "gar-pull", "google": {"registries": ["europe-docker.pkg.dev"]}},
+        {"secret": "acr-pull", "azure": {"registry": "acme.azurecr.io"}},
+    ],
+    "rules": [{"name": "ecr", "registries": ["*.dkr.ecr.*.amazonaws.com"], "secret": "ecr-pull"}],
+}
+
+
+def test_cloud_identity_values_reach_the_service_account_and_the_pod(chart):
+    """IRSA, GKE Workload Identity and Azure Workload Identity are annotations on the
+    ServiceAccount (plus Azure's Pod label); EKS Pod Identity is an association and needs none.
+    The token Secrets, handed out by a rule or not, are readable and writable by name."""
+    values = {
+        "policy": {"spec": TOKEN_POLICY},
+        "serviceAccount": {"annotations": {"team": "platform"}},
+        "cloudIdentity": {
+            "aws": {"roleArn": "arn:aws:iam::123456789012:role/pullsecret-injector"},
+            "gcp": {"serviceAccount": "puller@acme-prod.iam.gserviceaccount.com"},
+            "azure": {
+                "clientId": "11111111-2222-3333-4444-555555555555",
+                "tenantId": "99999999-8888-7777-6666-555555555555",
+            },
+        },
+    }
+    objects, _ = render(chart, values)
+    validate_objects(objects)
+    names = check_install(objects, NAMESPACE)
+    account = one(objects, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "team": "platform",
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/pullsecret-injector",
+        "iam.gke.io/gcp-service-account": "puller@acme-prod.iam.gserviceaccount.com",
+        "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555",
+        "azure.workload.identity/tenant-id": "99999999-8888-7777-6666-555555555555",
+    }
+    pod = names["deployment"]["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert names["secret_names"] == {"ecr-pull", "gar-pull", "acr-pull"}
+
+    # Without cloud identity values: no identity annotation, no Azure label.
+    objects, _ = render(chart, {"policy": {"spec": TOKEN_POLICY}})
+    account = one(objects, "ServiceAccount")
+    assert not (account["metadata"].get("annotations") or {}), account["metadata"]
+    labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert "azure.workload.identity/use" not in labels

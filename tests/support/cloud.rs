@@ -4,8 +4,17 @@
 //! - AWS STS `AssumeRoleWithWebIdentity` (query protocol: form body, XML answer and errors),
 //! - AWS ECR `GetAuthorizationToken` (AWS JSON 1.1, `X-Amz-Target`), which checks the SigV4
 //!   signature, its scope `<date>/<region>/ecr/aws4_request` and the session token STS issued,
+//! - the EKS Pod Identity agent (`GET /v1/credentials`, plain HTTP, the projected token in
+//!   `Authorization`; temporary keys in JSON, accepted by the fake ECR like STS's),
+//! - the EC2 instance metadata service, IMDSv2 (`PUT /latest/api/token`, then the role's
+//!   credentials with `x-aws-ec2-metadata-token`),
 //! - the GCE metadata server's token endpoint (plain HTTP, requires `Metadata-Flavor: Google`),
 //! - Google's OAuth token endpoint (RFC 7523 JWT bearer grant; the RS256 signature is checked),
+//! - Google STS `POST /v1/token` (RFC 8693 token exchange, as sts.googleapis.com answers it) and
+//!   IAM Credentials `generateAccessToken` (a federated Bearer token in, a service account's
+//!   access token with an RFC 3339 `expireTime` out): workload identity federation,
+//! - a URL subject-token source for `external_account` files (shaped like Azure IMDS, the URL
+//!   source Google's docs show: `Metadata: true` required, the token in JSON `access_token`),
 //! - the Entra ID token endpoint (client credentials with a federated client assertion),
 //! - App Service's managed identity endpoint (plain HTTP, requires `X-IDENTITY-HEADER`),
 //! - the ACR `/oauth2/exchange` (an Entra access token in, a refresh token JWT out).
@@ -39,14 +48,31 @@ use super::tls::TestCa;
 
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/pull-ecr";
 pub const WEB_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.projected-service-account-token.sig";
+/// The projected token (audience `pods.eks.amazonaws.com`) the Pod Identity agent accepts.
+/// The instance profile's role name, as IMDS lists it.
+pub const EC2_ROLE: &str = "pull-ecr-node";
+/// The IMDSv2 session token the fake hands out.
+const IMDS_SESSION: &str = "AQAEAFakeImdsV2SessionToken==";
+pub const POD_IDENTITY_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eks-pod-identity-token.sig";
 pub const AZURE_CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 pub const AZURE_TENANT_ID: &str = "99999999-8888-7777-6666-555555555555";
 pub const AZURE_ASSERTION: &str = "eyJhbGciOiJSUzI1NiJ9.azure-federated-token.sig";
 pub const GOOGLE_SA_EMAIL: &str = "puller@acme-prod.iam.gserviceaccount.com";
+/// The workload identity pool provider an `external_account` file names as its audience.
+pub const GOOGLE_WIF_AUDIENCE: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/k8s/providers/cluster";
+/// The subject token (a projected ServiceAccount token) that Google STS accepts.
+pub const GOOGLE_SUBJECT_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.google-federation-subject.sig";
 /// The ACR user name that goes with a refresh token.
 pub const ACR_USER: &str = "00000000-0000-0000-0000-000000000000";
 /// The secret App Service puts in `IDENTITY_HEADER` for its managed identity endpoint.
 pub const AZURE_IDENTITY_HEADER: &str = "fake-app-service-identity-header";
+
+/// Where an `external_account` file takes its subject token from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectSource {
+    File,
+    Url,
+}
 
 /// How the fake answers mint calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,9 +88,19 @@ pub enum Failure {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Calls {
     pub sts: usize,
+    /// Credentials from the EKS Pod Identity agent.
+    pub pod_identity: usize,
+    /// Role credentials from the EC2 instance metadata service.
+    pub ec2_imds: usize,
     pub ecr: usize,
     pub metadata: usize,
     pub google_token: usize,
+    /// Google STS token exchanges.
+    pub google_sts: usize,
+    /// IAM Credentials `generateAccessToken` calls.
+    pub google_iam: usize,
+    /// Subject tokens served from the URL source.
+    pub subject_token: usize,
     pub entra: usize,
     pub acr_exchange: usize,
     /// Tokens from the App Service managed identity endpoint.
@@ -84,6 +120,10 @@ struct Settings {
     sessions: HashMap<String, (String, String)>,
     /// Issued Entra access tokens.
     entra_tokens: Vec<String>,
+    /// What Google STS answers as `expires_in` (default: `lifetime`).
+    sts_lifetime: Option<Duration>,
+    /// Federated access tokens Google STS issued (the Bearer tokens IAM accepts).
+    federated_tokens: Vec<String>,
     serial: u64,
     /// Last refusal, for test messages.
     last_refusal: String,
@@ -126,6 +166,16 @@ impl FakeCloud {
         std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
         std::fs::write(dir.path().join("web-identity-token"), WEB_IDENTITY_TOKEN).unwrap();
         std::fs::write(dir.path().join("azure-token"), AZURE_ASSERTION).unwrap();
+        std::fs::write(
+            dir.path().join("eks-pod-identity-token"),
+            POD_IDENTITY_TOKEN,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("google-subject-token"),
+            GOOGLE_SUBJECT_TOKEN,
+        )
+        .unwrap();
 
         let https = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         https.set_nonblocking(true).unwrap();
@@ -143,6 +193,8 @@ impl FakeCloud {
                 calls: Calls::default(),
                 sessions: HashMap::new(),
                 entra_tokens: Vec::new(),
+                sts_lifetime: None,
+                federated_tokens: Vec::new(),
                 serial: 0,
                 last_refusal: String::new(),
             }),
@@ -166,6 +218,11 @@ impl FakeCloud {
         let cloud = Router::new()
             .route("/", axum::routing::post(aws))
             .route("/token", axum::routing::post(google_token))
+            .route("/v1/token", axum::routing::post(google_sts))
+            .route(
+                "/v1/projects/-/serviceAccounts/{name}",
+                axum::routing::post(google_generate_access_token),
+            )
             .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(entra))
             .route(
                 "/{tenant}/v2.0/.well-known/openid-configuration",
@@ -175,6 +232,20 @@ impl FakeCloud {
             .with_state(shared.clone());
         let mds = Router::new()
             .route("/msi/token", axum::routing::get(app_service_identity))
+            .route("/v1/credentials", axum::routing::get(pod_identity_agent))
+            .route("/latest/api/token", axum::routing::put(imds_token))
+            .route(
+                "/latest/meta-data/iam/security-credentials/",
+                axum::routing::get(imds_role_name),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials/{role}",
+                axum::routing::get(imds_role_credentials),
+            )
+            .route(
+                "/metadata/identity/oauth2/token",
+                axum::routing::get(subject_token_source),
+            )
             .fallback(metadata_server)
             .with_state(shared.clone());
 
@@ -270,6 +341,12 @@ impl FakeCloud {
         self.shared.lock().lifetime = lifetime;
     }
 
+    /// What Google STS answers as `expires_in`, apart from what IAM Credentials issues (which
+    /// keeps `lifetime`): tells the two expiries apart.
+    pub fn set_sts_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().sts_lifetime = Some(lifetime);
+    }
+
     /// What ECR's `proxyEndpoint` names (default `123456789012.dkr.ecr.eu-west-1.amazonaws.com`).
     pub fn set_ecr_registry(&self, host: &str) {
         self.shared.lock().ecr_registry = host.to_string();
@@ -300,11 +377,113 @@ impl FakeCloud {
         env
     }
 
+    /// Environment for an ECR mint through EKS Pod Identity: the agent on the plain listener
+    /// (loopback HTTP, which the SDKs allow for the container provider), ECR at this fake.
+    pub fn aws_pod_identity_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_string(),
+                format!("http://{}/v1/credentials", self.metadata),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".to_string(),
+                self.pod_identity_token_file().display().to_string(),
+            ),
+            ("AWS_ENDPOINT_URL_ECR".to_string(), self.https_url()),
+            ("AWS_REGION".to_string(), "eu-west-1".to_string()),
+            ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+        ];
+        env.extend(self.common_env());
+        env
+    }
+
+    /// Environment for an ECR mint with the EC2 instance profile: IMDSv2 at the plain
+    /// listener (`AWS_EC2_METADATA_SERVICE_ENDPOINT`), ECR at this fake.
+    pub fn aws_imds_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_string(),
+                format!("http://{}/", self.metadata),
+            ),
+            ("AWS_ENDPOINT_URL_ECR".to_string(), self.https_url()),
+            ("AWS_REGION".to_string(), "eu-west-1".to_string()),
+        ];
+        env.extend(self.common_env());
+        env
+    }
+
+    pub fn pod_identity_token_file(&self) -> PathBuf {
+        self.dir.path().join("eks-pod-identity-token")
+    }
+
     /// Environment for a Google mint with the service-account key.
     pub fn google_key_env(&self) -> Vec<(String, String)> {
         let mut env = vec![(
             "GOOGLE_APPLICATION_CREDENTIALS".to_string(),
             self.google_key_file().display().to_string(),
+        )];
+        env.extend(self.common_env());
+        env
+    }
+
+    /// Writes an `external_account` (workload identity federation) credentials file: the
+    /// subject token from a file or from the URL source, exchanged at this fake's STS, and with
+    /// `impersonate` a service account's token from its IAM Credentials. Returns its path.
+    pub fn google_external_account_file(
+        &self,
+        source: SubjectSource,
+        impersonate: bool,
+    ) -> PathBuf {
+        let credential_source = match source {
+            SubjectSource::File => serde_json::json!({
+                "file": self.dir.path().join("google-subject-token"),
+            }),
+            SubjectSource::Url => serde_json::json!({
+                "url": format!(
+                    "http://{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://google-federation",
+                    self.metadata
+                ),
+                "headers": {"Metadata": "True"},
+                "format": {"type": "json", "subject_token_field_name": "access_token"},
+            }),
+        };
+        let mut file = serde_json::json!({
+            "type": "external_account",
+            "audience": GOOGLE_WIF_AUDIENCE,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": format!("{}/v1/token", self.https_url()),
+            "credential_source": credential_source,
+        });
+        if impersonate {
+            file["service_account_impersonation_url"] = format!(
+                "{}/v1/projects/-/serviceAccounts/{GOOGLE_SA_EMAIL}:generateAccessToken",
+                self.https_url()
+            )
+            .into();
+        }
+        let path = self.dir.path().join(format!(
+            "google-external-{}-{}.json",
+            match source {
+                SubjectSource::File => "file",
+                SubjectSource::Url => "url",
+            },
+            if impersonate { "sa" } else { "federated" }
+        ));
+        std::fs::write(&path, file.to_string()).unwrap();
+        path
+    }
+
+    /// Environment for a Google mint through an `external_account` file.
+    pub fn google_external_env(
+        &self,
+        source: SubjectSource,
+        impersonate: bool,
+    ) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "GOOGLE_APPLICATION_CREDENTIALS".to_string(),
+            self.google_external_account_file(source, impersonate)
+                .display()
+                .to_string(),
         )];
         env.extend(self.common_env());
         env
@@ -378,6 +557,15 @@ pub const CLOUD_VARIABLES: &[&str] = &[
     "AWS_ENDPOINT_URL",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_ECR",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "GCE_METADATA_HOST",
     "AZURE_CLIENT_ID",
@@ -671,6 +859,162 @@ fn sts(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
 </AssumeRoleWithWebIdentityResponse>\n"
     );
     ([("content-type", "text/xml")], body).into_response()
+}
+
+/// IMDSv2 session: `PUT /latest/api/token` with a TTL of 1-21600 seconds; the token comes back
+/// with the TTL echoed in `x-aws-ec2-metadata-token-ttl-seconds`.
+async fn imds_token(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let ttl = headers
+        .get("x-aws-ec2-metadata-token-ttl-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|t| (1..=21_600).contains(t));
+    let Some(ttl) = ttl else {
+        return refuse(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "IMDS token request without a valid TTL",
+            ().into_response(),
+        );
+    };
+    (
+        [
+            ("content-type", "text/plain".to_string()),
+            ("x-aws-ec2-metadata-token-ttl-seconds", ttl.to_string()),
+        ],
+        IMDS_SESSION,
+    )
+        .into_response()
+}
+
+/// IMDSv2 only: a metadata read without the session token is 401, as on an instance that
+/// requires tokens.
+fn imds_refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = headers
+        .get("x-aws-ec2-metadata-token")
+        .and_then(|v| v.to_str().ok());
+    (token != Some(IMDS_SESSION)).then(|| {
+        refuse(
+            shared,
+            StatusCode::UNAUTHORIZED,
+            "IMDS read without the IMDSv2 session token",
+            ().into_response(),
+        )
+    })
+}
+
+async fn imds_role_name(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = imds_refusal(&shared, &headers) {
+        return refused;
+    }
+    ([("content-type", "text/plain")], EC2_ROLE).into_response()
+}
+
+/// The role's temporary keys (`Code: Success`, `Type: AWS-HMAC`), which the fake ECR accepts.
+async fn imds_role_credentials(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(role): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = imds_refusal(&shared, &headers) {
+        return refused;
+    }
+    if role != EC2_ROLE {
+        return refuse(
+            &shared,
+            StatusCode::NOT_FOUND,
+            "IMDS: no such role",
+            ().into_response(),
+        );
+    }
+    let failure = shared.lock().failure;
+    if failure != Failure::None {
+        return refuse(
+            &shared,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "IMDS failure mode",
+            ().into_response(),
+        );
+    }
+    let mut settings = shared.lock();
+    settings.serial += 1;
+    settings.calls.ec2_imds += 1;
+    let key = format!("ASIAEC2{:013}", settings.serial);
+    let secret = format!("fake-instance-secret-{}", settings.serial);
+    let session = format!("fake-instance-session-{}", settings.serial);
+    settings
+        .sessions
+        .insert(key.clone(), (secret.clone(), session.clone()));
+    let now = now_secs();
+    json_response(
+        serde_json::json!({
+            "Code": "Success",
+            "LastUpdated": rfc3339(now),
+            "Type": "AWS-HMAC",
+            "AccessKeyId": key,
+            "SecretAccessKey": secret,
+            "Token": session,
+            "Expiration": rfc3339(now + 6 * 3600),
+        }),
+        "text/plain",
+    )
+}
+
+/// The EKS Pod Identity agent: `GET /v1/credentials` with the projected token as the whole
+/// `Authorization` value; temporary keys as JSON (`AccessKeyId`, `SecretAccessKey`, `Token`,
+/// `AccountId`, `Expiration`), which the fake ECR accepts like STS's session keys.
+async fn pod_identity_agent(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let error = |status: StatusCode, why: &str| {
+        refuse(
+            &shared,
+            status,
+            why,
+            (
+                [("content-type", "text/plain; charset=utf-8")],
+                why.to_string(),
+            )
+                .into_response(),
+        )
+    };
+    if token.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Service account token cannot be empty",
+        );
+    }
+    if token != POD_IDENTITY_TOKEN {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the service account token is not valid",
+        );
+    }
+    let failure = shared.lock().failure;
+    if failure != Failure::None {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    }
+    let mut settings = shared.lock();
+    settings.serial += 1;
+    settings.calls.pod_identity += 1;
+    let key = format!("ASIAPODID{:011}", settings.serial);
+    let secret = format!("fake-pod-identity-secret-{}", settings.serial);
+    let session = format!("fake-pod-identity-session-{}", settings.serial);
+    settings
+        .sessions
+        .insert(key.clone(), (secret.clone(), session.clone()));
+    json_response(
+        serde_json::json!({
+            "AccessKeyId": key,
+            "SecretAccessKey": secret,
+            "Token": session,
+            "AccountId": "123456789012",
+            "Expiration": rfc3339(now_secs() + 3600),
+        }),
+        "application/json",
+    )
 }
 
 fn ecr(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -1074,6 +1418,287 @@ async fn google_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
         serde_json::json!({
             "access_token": format!("ya29.{}", settings.password),
             "expires_in": settings.lifetime.as_secs(),
+            "token_type": "Bearer",
+        }),
+        "application/json; charset=utf-8",
+    )
+}
+
+/// Google STS `POST /v1/token`: an RFC 8693 token exchange of the workload's subject token for a
+/// federated access token, answered as sts.googleapis.com does (`access_token`,
+/// `issued_token_type`, `token_type`, `expires_in`; OAuth `error` bodies on refusal).
+async fn google_sts(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return oauth_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Request must be form-encoded",
+        );
+    }
+    let params = form(&body);
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+    if get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" {
+        return oauth_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Invalid value for \"grant_type\"",
+        );
+    }
+    if get("requested_token_type") != "urn:ietf:params:oauth:token-type:access_token" {
+        return oauth_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid value for \"requested_token_type\"",
+        );
+    }
+    if get("audience") != GOOGLE_WIF_AUDIENCE {
+        return oauth_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid",
+        );
+    }
+    const SUBJECT_TYPES: &[&str] = &[
+        "urn:ietf:params:oauth:token-type:jwt",
+        "urn:ietf:params:oauth:token-type:id_token",
+        "urn:ietf:params:oauth:token-type:saml2",
+        "urn:ietf:params:aws:token-type:aws4_request",
+    ];
+    if !SUBJECT_TYPES.contains(&get("subject_token_type")) {
+        return oauth_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid value for \"subject_token_type\"",
+        );
+    }
+    if get("subject_token") != GOOGLE_SUBJECT_TOKEN {
+        return oauth_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The given subject token is not valid",
+        );
+    }
+    if get("scope").split(' ').all(str::is_empty) {
+        return oauth_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "Scope is required",
+        );
+    }
+    let failure = shared.lock().failure;
+    match failure {
+        Failure::None => {}
+        Failure::Throttle => {
+            return oauth_error(
+                &shared,
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                "Quota exceeded",
+            );
+        }
+        Failure::ServerError => {
+            return oauth_error(
+                &shared,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "backend error",
+            );
+        }
+    }
+    let mut settings = shared.lock();
+    settings.calls.google_sts += 1;
+    let token = format!("ya29.d.{}", settings.password);
+    settings.federated_tokens.push(token.clone());
+    let lifetime = settings.sts_lifetime.unwrap_or(settings.lifetime);
+    json_response(
+        serde_json::json!({
+            "access_token": token,
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "token_type": "Bearer",
+            "expires_in": lifetime.as_secs(),
+        }),
+        "application/json; charset=utf-8",
+    )
+}
+
+/// A Google API error body (`{"error": {"code", "message", "status"}}`).
+fn google_api_error(shared: &Shared, status: StatusCode, code: &str, why: &str) -> Response {
+    refuse(
+        shared,
+        status,
+        why,
+        json_response(
+            serde_json::json!({"error": {"code": status.as_u16(), "message": why, "status": code}}),
+            "application/json; charset=UTF-8",
+        ),
+    )
+}
+
+/// IAM Credentials `POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken`: a Bearer
+/// token STS issued, a JSON body with `scope` (required) and `lifetime` (`"<n>s"`, at most
+/// 3600), answered with `accessToken` and an RFC 3339 `expireTime` (whole seconds, as the real
+/// service writes it and google-auth parses it).
+async fn google_generate_access_token(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(email) = name.strip_suffix(":generateAccessToken") else {
+        return google_api_error(
+            &shared,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "unknown method",
+        );
+    };
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string();
+    if !shared.lock().federated_tokens.contains(&bearer) {
+        return google_api_error(
+            &shared,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
+    }
+    if email != GOOGLE_SA_EMAIL {
+        return google_api_error(
+            &shared,
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).",
+        );
+    }
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return google_api_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload received.",
+        );
+    };
+    let scopes_given = request["scope"].as_array().is_some_and(|s| {
+        !s.is_empty() && s.iter().all(|v| v.as_str().is_some_and(|v| !v.is_empty()))
+    });
+    if !scopes_given {
+        return google_api_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Scope required.",
+        );
+    }
+    let requested = match request.get("lifetime") {
+        None | Some(serde_json::Value::Null) => Some(3600),
+        Some(v) => v
+            .as_str()
+            .and_then(|s| s.strip_suffix('s'))
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| (1..=3600).contains(n)),
+    };
+    let Some(requested) = requested else {
+        return google_api_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "The lifetime must be a duration of at most 3600s.",
+        );
+    };
+    let failure = shared.lock().failure;
+    match failure {
+        Failure::None => {}
+        Failure::Throttle => {
+            return google_api_error(
+                &shared,
+                StatusCode::TOO_MANY_REQUESTS,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded.",
+            );
+        }
+        Failure::ServerError => {
+            return google_api_error(
+                &shared,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "The service is currently unavailable.",
+            );
+        }
+    }
+    let mut settings = shared.lock();
+    settings.calls.google_iam += 1;
+    let lifetime = requested.min(settings.lifetime.as_secs());
+    json_response(
+        serde_json::json!({
+            "accessToken": format!("ya29.c.{}", settings.password),
+            "expireTime": rfc3339(now_secs() + lifetime),
+        }),
+        "application/json; charset=UTF-8",
+    )
+}
+
+/// The URL subject-token source of the `external_account` files: Azure IMDS's token endpoint
+/// shape (`Metadata: true` required, JSON with `access_token`), the URL source Google documents.
+async fn subject_token_source(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = form(query.unwrap_or_default().as_bytes());
+    let metadata = headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !metadata {
+        return refuse(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "subject token request without Metadata: true",
+            json_response(
+                serde_json::json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
+                "application/json; charset=utf-8",
+            ),
+        );
+    }
+    if !params.contains_key("api-version") || !params.contains_key("resource") {
+        return refuse(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "subject token request without api-version or resource",
+            json_response(
+                serde_json::json!({"error": "invalid_request", "error_description": "Required query variable 'api-version' or 'resource' is missing"}),
+                "application/json; charset=utf-8",
+            ),
+        );
+    }
+    let mut settings = shared.lock();
+    settings.calls.subject_token += 1;
+    let exp = now_secs() + 3600;
+    json_response(
+        serde_json::json!({
+            "access_token": GOOGLE_SUBJECT_TOKEN,
+            "expires_in": "3600",
+            "expires_on": exp.to_string(),
+            "resource": params.get("resource"),
             "token_type": "Bearer",
         }),
         "application/json; charset=utf-8",
