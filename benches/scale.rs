@@ -10,23 +10,24 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "../tests/cluster_support/mod.rs"]
+mod cluster_support;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use cluster_support::{
+    POLICY_CM, SECRET, SOURCE_NS, WEBHOOK_NS, Webhook, policy_configmap, policy_yaml,
+};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use pullsecret_injector::k8s::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
 };
 use serde_json::{Value, json};
 use support::fake_apiserver::{FakeApiServer, Kind};
-use support::serve::{Options, Serve};
-
-const WEBHOOK_NS: &str = "pullsecret-injector";
-const POLICY_CM: &str = "pullsecret-injector-policy";
-const SOURCE_NS: &str = "registry-credentials";
-const SECRET: &str = "gitlab-deploy-token";
+use support::serve::Options;
 /// Every point must settle within this (the goal is 60 s for 10,000 namespaces).
 const PHASE_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -165,18 +166,7 @@ async fn point(namespaces: usize) -> Point {
     let api = FakeApiServer::start().await;
     api.put_namespace(WEBHOOK_NS, &[]);
     api.put_namespace(SOURCE_NS, &[]);
-    let policy = format!(
-        "sourceNamespace: {SOURCE_NS}\nrules:\n  - name: gitlab\n    registries: [\"registry.gitlab.com/acme/\"]\n    secret: {SECRET}\n"
-    );
-    api.put_configmap(&ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(POLICY_CM.into()),
-            namespace: Some(WEBHOOK_NS.into()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([("policy.yaml".to_string(), policy)])),
-        ..ConfigMap::default()
-    });
+    api.put_configmap(&policy_configmap(&policy_yaml(SECRET)));
     let v1 = source("token-v1");
     api.put_secret(&v1);
     for i in 0..namespaces {
@@ -185,29 +175,15 @@ async fn point(namespaces: usize) -> Point {
         api.put(Kind::Secrets, copy_of(&v1, &ns));
     }
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let certs = dir.path().to_str().expect("UTF-8 temp dir").to_string();
     let options = Options {
-        kubeconfig: Some(api.kubeconfig_path()),
-        namespace: WEBHOOK_NS,
         // The harness finds the listeners in serve's INFO `listening` line; everything else
         // at WARN, so 10,000 `copy created` lines do not cost the measured CPU.
         rust_log: "warn,pullsecret_injector::cmd::serve=info",
         startup: PHASE_DEADLINE,
-        ..Options::default()
+        ..Webhook::options(api.kubeconfig_path())
     };
     let started = Instant::now();
-    let serve = Serve::start_async(
-        &options,
-        &[
-            "--self-signed",
-            "--self-signed-dir",
-            &certs,
-            "--policy-configmap",
-            POLICY_CM,
-        ],
-    )
-    .await;
+    let serve = Webhook::launch(&["--policy-configmap", POLICY_CM], options).await;
     serve.wait_ready_within(PHASE_DEADLINE).await;
     let ready = started.elapsed();
     let (_, ready_cpu) = usage(serve.pid());
