@@ -16,10 +16,10 @@ mod cluster_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::ByteString;
 use cluster_support::{
     POLICY_CM, SECRET, SOURCE_NS, WEBHOOK_NS, Webhook, policy_configmap, policy_yaml,
 };
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use pullsecret_injector::k8s::{

@@ -492,7 +492,9 @@ mod tests {
             ByteString(b"mine".to_vec()),
         )]));
         // Someone wrote the annotation on the cluster to make an edit look unchanged.
-        let claimed = annotation(&edited, ANNOTATION_SOURCE_HASH).unwrap().to_string();
+        let claimed = annotation(&edited, ANNOTATION_SOURCE_HASH)
+            .unwrap()
+            .to_string();
         edited
             .metadata
             .annotations

@@ -351,7 +351,9 @@ mod tests {
 
     fn object(event: &watcher::Event<Secret>) -> &Secret {
         match event {
-            watcher::Event::InitApply(s) | watcher::Event::Apply(s) | watcher::Event::Delete(s) => s,
+            watcher::Event::InitApply(s) | watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
+                s
+            }
             _ => panic!("an event with an object"),
         }
     }
