@@ -12,17 +12,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::copy;
 
 /// A Namespace as the cache needs it: name, labels (rule selectors), and whether it is being
-/// deleted (deletionTimestamp, status phase), with uid and resourceVersion for the store.
-/// Annotations go too: we never write a Namespace, and kubectl's last-applied copy can be
-/// large.
+/// deleted (deletionTimestamp, status phase). Annotations go too: we never write a Namespace,
+/// and kubectl's last-applied copy can be large. So do uid and resourceVersion: the store
+/// keys by name alone, the watcher resumes from the versions it saw before this step, and
+/// the store would keep each twice (object and key).
 pub(crate) fn namespace(ns: &mut Namespace) {
     let meta = std::mem::take(&mut ns.metadata);
     ns.metadata = ObjectMeta {
         name: meta.name,
         labels: meta.labels,
         deletion_timestamp: meta.deletion_timestamp,
-        resource_version: meta.resource_version,
-        uid: meta.uid,
         ..ObjectMeta::default()
     };
     ns.spec = None;
@@ -105,8 +104,8 @@ mod tests {
         assert_eq!(ns.metadata.name.as_deref(), Some("team-a"));
         assert_eq!(ns.metadata.labels, map(&[("team", "shop")]));
         assert_eq!(ns.metadata.deletion_timestamp, Some(deleted));
-        assert_eq!(ns.metadata.resource_version.as_deref(), Some("42"));
-        assert_eq!(ns.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(ns.metadata.resource_version, None);
+        assert_eq!(ns.metadata.uid, None);
         assert_eq!(ns.metadata.annotations, None);
         assert_eq!(ns.metadata.managed_fields, None);
         let status = ns.status.expect("phase kept");
