@@ -10,23 +10,24 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "../tests/cluster_support/mod.rs"]
+mod cluster_support;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use cluster_support::{
+    POLICY_CM, SECRET, SOURCE_NS, WEBHOOK_NS, Webhook, policy_configmap, policy_yaml,
+};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use pullsecret_injector::k8s::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
 };
 use serde_json::{Value, json};
 use support::fake_apiserver::{FakeApiServer, Kind};
-use support::serve::{Options, Serve};
-
-const WEBHOOK_NS: &str = "pullsecret-injector";
-const POLICY_CM: &str = "pullsecret-injector-policy";
-const SOURCE_NS: &str = "registry-credentials";
-const SECRET: &str = "gitlab-deploy-token";
+use support::serve::Options;
 /// Every point must settle within this (the goal is 60 s for 10,000 namespaces).
 const PHASE_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -99,12 +100,7 @@ fn namespace(name: &str) -> Value {
 /// (RSS in MiB, CPU seconds) of a process, from /proc.
 fn usage(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let rss_kib = status_kib(&status, "VmRSS:");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at the state, field 3.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -118,6 +114,22 @@ fn usage(pid: u32) -> (f64, f64) {
     // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state; USER_HZ is 100
     // on Linux.
     (rss_kib / 1024.0, (ticks(11) + ticks(12)) / 100.0)
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(status: &str, field: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Anonymous RSS in MiB (the heap and stacks, without the mapped binary and libraries).
+fn anon_rss(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_kib(&status, "RssAnon:") / 1024.0
 }
 
 /// Waits until RSS stops moving (three looks 500 ms apart within 1 %), bounded.
@@ -156,6 +168,7 @@ struct Point {
     ready: Duration,
     ready_cpu: f64,
     rss_settled: f64,
+    anon_settled: f64,
     rotation: Duration,
     rotation_cpu: f64,
     rss_after: f64,
@@ -165,18 +178,7 @@ async fn point(namespaces: usize) -> Point {
     let api = FakeApiServer::start().await;
     api.put_namespace(WEBHOOK_NS, &[]);
     api.put_namespace(SOURCE_NS, &[]);
-    let policy = format!(
-        "sourceNamespace: {SOURCE_NS}\nrules:\n  - name: gitlab\n    registries: [\"registry.gitlab.com/acme/\"]\n    secret: {SECRET}\n"
-    );
-    api.put_configmap(&ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(POLICY_CM.into()),
-            namespace: Some(WEBHOOK_NS.into()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([("policy.yaml".to_string(), policy)])),
-        ..ConfigMap::default()
-    });
+    api.put_configmap(&policy_configmap(&policy_yaml(SECRET)));
     let v1 = source("token-v1");
     api.put_secret(&v1);
     for i in 0..namespaces {
@@ -185,33 +187,22 @@ async fn point(namespaces: usize) -> Point {
         api.put(Kind::Secrets, copy_of(&v1, &ns));
     }
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let certs = dir.path().to_str().expect("UTF-8 temp dir").to_string();
     let options = Options {
-        kubeconfig: Some(api.kubeconfig_path()),
-        namespace: WEBHOOK_NS,
         // The harness finds the listeners in serve's INFO `listening` line; everything else
         // at WARN, so 10,000 `copy created` lines do not cost the measured CPU.
         rust_log: "warn,pullsecret_injector::cmd::serve=info",
         startup: PHASE_DEADLINE,
-        ..Options::default()
+        // As deployed: a backtrace captured (and resolved) per logged error costs memory.
+        env_remove: vec!["RUST_BACKTRACE".into(), "RUST_LIB_BACKTRACE".into()],
+        ..Webhook::options(api.kubeconfig_path())
     };
     let started = Instant::now();
-    let serve = Serve::start_async(
-        &options,
-        &[
-            "--self-signed",
-            "--self-signed-dir",
-            &certs,
-            "--policy-configmap",
-            POLICY_CM,
-        ],
-    )
-    .await;
+    let serve = Webhook::launch(&["--policy-configmap", POLICY_CM], options).await;
     serve.wait_ready_within(PHASE_DEADLINE).await;
     let ready = started.elapsed();
     let (_, ready_cpu) = usage(serve.pid());
     let rss_settled = settled_rss(serve.pid()).await;
+    let anon_settled = anon_rss(serve.pid());
 
     // Rotation: the source changes once; every copy must follow.
     let v2 = source("token-v2");
@@ -241,6 +232,7 @@ async fn point(namespaces: usize) -> Point {
         ready,
         ready_cpu,
         rss_settled,
+        anon_settled,
         rotation,
         rotation_cpu: cpu_after - cpu_before,
         rss_after,
@@ -263,17 +255,25 @@ fn main() {
         .build()
         .expect("tokio runtime");
     println!(
-        "{:>10} {:>9} {:>10} {:>12} {:>11} {:>13} {:>12}",
-        "namespaces", "ready s", "serve cpu", "RSS MiB", "rotation s", "rotation cpu", "RSS after"
+        "{:>10} {:>9} {:>10} {:>9} {:>10} {:>11} {:>13} {:>10}",
+        "namespaces",
+        "ready s",
+        "serve cpu",
+        "RSS MiB",
+        "anon MiB",
+        "rotation s",
+        "rotation cpu",
+        "RSS after"
     );
     for n in points {
         let p = runtime.block_on(point(n));
         println!(
-            "{:>10} {:>9.1} {:>10.1} {:>12.1} {:>11.1} {:>13.1} {:>12.1}",
+            "{:>10} {:>9.1} {:>10.1} {:>9.1} {:>10.1} {:>11.1} {:>13.1} {:>10.1}",
             p.namespaces,
             p.ready.as_secs_f64(),
             p.ready_cpu,
             p.rss_settled,
+            p.anon_settled,
             p.rotation.as_secs_f64(),
             p.rotation_cpu,
             p.rss_after

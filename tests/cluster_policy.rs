@@ -187,3 +187,39 @@ async fn moving_the_source_namespace_moves_the_copies_to_the_new_source() {
     })
     .await;
 }
+
+/// The watch caches keep copies without their data: a namespace that holds a copy and becomes
+/// the source namespace must be read again whole before anything is copied from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_holding_a_copy_can_become_the_source_namespace() {
+    let api = cluster().await;
+    api.put_namespace("team-s", &[]);
+    api.put_namespace("team-t", &[]);
+    let hook = Webhook::start(&api, &[]).await;
+    hook.admit("team-s", IMAGE, false).await;
+    hook.admit("team-t", IMAGE, false).await;
+    let source = api.get_secret(SOURCE_NS, SECRET).expect("source");
+    assert!(api.get_secret("team-t", SECRET).is_some());
+
+    let policy = policy_yaml(SECRET).replace(SOURCE_NS, "team-t");
+    api.put_configmap(&policy_configmap(&policy));
+    eventually(
+        "copy names its new source, with the data",
+        DEADLINE,
+        || async {
+            api.get_secret("team-s", SECRET).filter(|copy| {
+                let from = copy.metadata.annotations.clone().unwrap_or_default();
+                from.get(SOURCE_ANNOTATION).map(String::as_str)
+                    == Some(&format!("team-t/{SECRET}") as &str)
+            })
+        },
+    )
+    .await;
+    let copy = api.get_secret("team-s", SECRET).expect("copy");
+    assert!(!data_of(&source).is_empty());
+    assert_eq!(
+        data_of(&copy),
+        data_of(&source),
+        "never a copy without data"
+    );
+}

@@ -1,5 +1,6 @@
 //! What a copy looks like and how it is compared with its source. Pure: no I/O.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -12,6 +13,11 @@ pub const MANAGED_BY: &str = "pullsecret-injector";
 pub const ANNOTATION_SOURCE: &str = "pullsecret-injector.io/source";
 /// `sha256:<hex>` of the source's type and data when the copy was written.
 pub const ANNOTATION_SOURCE_HASH: &str = "pullsecret-injector.io/source-hash";
+
+/// On a copy in a watch cache only, never on the cluster: the content hash of the data the
+/// cache dropped ([`strip_data`]). Believed only on a Secret without data; [`updated_copy`]
+/// removes it, so no write carries it.
+pub(crate) const ANNOTATION_CACHED_HASH: &str = "pullsecret-injector.io/cached-content-hash";
 
 pub(crate) use crate::dockerconfig::{TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::expiry::ANNOTATION_EXPIRES_AT;
@@ -49,6 +55,33 @@ pub fn content_hash(secret: &Secret) -> String {
         out.push_str(&format!("{byte:02x}"));
     }
     out
+}
+
+/// The content hash of a copy as it is on the cluster: [`content_hash`] of its type and data,
+/// or, when a watch cache dropped the data ([`strip_data`]), the hash recorded then.
+pub(crate) fn copy_hash(copy: &Secret) -> Cow<'_, str> {
+    match annotation(copy, ANNOTATION_CACHED_HASH) {
+        Some(recorded) if copy.data.is_none() => Cow::Borrowed(recorded),
+        _ => Cow::Owned(content_hash(copy)),
+    }
+}
+
+/// Drops a copy's data, recording its content hash ([`ANNOTATION_CACHED_HASH`]) so that
+/// [`compare`], [`unchanged_since_written`] and [`deletable_copy`] answer as they would with
+/// the data. The type stays (a type change is told apart by it).
+pub(crate) fn strip_data(copy: &mut Secret) {
+    let hash = content_hash(copy);
+    copy.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_CACHED_HASH.to_string(), hash);
+    copy.data = None;
+    copy.string_data = None;
+}
+
+/// Whether a watch cache dropped this Secret's data: it must not be the source of a copy.
+pub(crate) fn is_stripped(secret: &Secret) -> bool {
+    secret.data.is_none() && annotation(secret, ANNOTATION_CACHED_HASH).is_some()
 }
 
 pub(crate) fn source_ref(source_namespace: &str, name: &str) -> String {
@@ -129,7 +162,7 @@ pub(crate) fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
 /// Whether a copy's type and data are still what it recorded when we wrote it (no one has
 /// edited it since).
 pub(crate) fn unchanged_since_written(copy: &Secret) -> bool {
-    annotation(copy, ANNOTATION_SOURCE_HASH) == Some(content_hash(copy).as_str())
+    annotation(copy, ANNOTATION_SOURCE_HASH) == Some(copy_hash(copy).as_ref())
 }
 
 /// Whether `secret` is a copy we may delete: our label, a source annotation naming a Secret
@@ -159,14 +192,14 @@ pub(crate) enum CopyState {
 /// Compares a managed copy with `source`, the Secret of the same name in `source_namespace`.
 pub(crate) fn compare(copy: &Secret, source: &Secret, source_namespace: &str) -> CopyState {
     let wanted = content_hash(source);
-    let actual = content_hash(copy);
+    let actual = copy_hash(copy);
     let name = copy.metadata.name.as_deref().unwrap_or_default();
     let from = annotation(copy, ANNOTATION_SOURCE);
     if secret_type(copy) != secret_type(source) {
         CopyState::TypeChanged
     } else if !unchanged_since_written(copy) {
         CopyState::Drifted
-    } else if actual != wanted
+    } else if actual != wanted.as_str()
         || from != Some(source_ref(source_namespace, name).as_str())
         || expiry_differs(copy, source)
     {
@@ -203,6 +236,8 @@ pub(crate) fn updated_copy(
     let annotations = out.metadata.annotations.get_or_insert_with(BTreeMap::new);
     // The expiry is the source's: gone from the copy when the source no longer says one.
     annotations.remove(ANNOTATION_EXPIRES_AT);
+    // The cache's note of data it dropped is not the cluster's business.
+    annotations.remove(ANNOTATION_CACHED_HASH);
     annotations.extend(fresh.metadata.annotations.unwrap_or_default());
     out.metadata.managed_fields = None;
     out.data = fresh.data;
@@ -411,6 +446,83 @@ mod tests {
             .remove(ANNOTATION_SOURCE);
         assert!(!deletable_copy(&anonymous), "no source annotation");
         assert!(!deletable_copy(&source(b"v1")), "a source");
+    }
+
+    fn stripped(copy: &Secret) -> Secret {
+        let mut out = copy.clone();
+        strip_data(&mut out);
+        assert!(out.data.is_none() && is_stripped(&out));
+        out
+    }
+
+    #[test]
+    fn a_stripped_copy_compares_as_the_copy_with_its_data() {
+        let v1 = with_expiry(source(b"v1"), "2026-01-01T00:00:00Z");
+        let v2 = source(b"v2");
+        let copy = build_copy(&v1, "creds", "regcred", "team-a");
+        let lean = stripped(&copy);
+        assert_eq!(copy_hash(&lean), content_hash(&copy));
+        assert_eq!(compare(&lean, &v1, "creds"), CopyState::Current);
+        assert_eq!(compare(&lean, &v2, "creds"), CopyState::Stale);
+        assert_eq!(compare(&lean, &v1, "old-creds"), CopyState::Stale);
+        let mut cfg = v1.clone();
+        cfg.type_ = Some(TYPE_DOCKERCFG.into());
+        assert_eq!(compare(&lean, &cfg, "creds"), CopyState::TypeChanged);
+        assert!(unchanged_since_written(&lean));
+        assert!(deletable_copy(&lean));
+
+        // Edited on the cluster before the cache saw it: drifted, not deletable.
+        let mut edited = copy.clone();
+        edited.data = Some(BTreeMap::from([(
+            ".dockerconfigjson".into(),
+            ByteString(b"mine".to_vec()),
+        )]));
+        let edited = stripped(&edited);
+        assert_eq!(compare(&edited, &v1, "creds"), CopyState::Drifted);
+        assert!(!unchanged_since_written(&edited));
+        assert!(!deletable_copy(&edited));
+    }
+
+    #[test]
+    fn a_recorded_hash_is_believed_only_without_data() {
+        let v1 = source(b"v1");
+        let mut edited = build_copy(&v1, "creds", "regcred", "team-a");
+        edited.data = Some(BTreeMap::from([(
+            ".dockerconfigjson".into(),
+            ByteString(b"mine".to_vec()),
+        )]));
+        // Someone wrote the annotation on the cluster to make an edit look unchanged.
+        let claimed = annotation(&edited, ANNOTATION_SOURCE_HASH)
+            .unwrap()
+            .to_string();
+        edited
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANNOTATION_CACHED_HASH.into(), claimed);
+        assert!(!is_stripped(&edited));
+        assert_eq!(compare(&edited, &v1, "creds"), CopyState::Drifted);
+    }
+
+    #[test]
+    fn an_update_of_a_stripped_copy_carries_the_sources_data_and_no_cache_note() {
+        let v1 = source(b"v1");
+        let v2 = source(b"v2");
+        let mut copy = build_copy(&v1, "creds", "regcred", "team-a");
+        copy.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("someone.example/else".into(), "kept".into());
+        let lean = stripped(&copy);
+        let updated = updated_copy(&lean, &v2, "creds", "regcred");
+        assert_eq!(updated.data, v2.data, "a write never lacks the data");
+        let annotations = updated.metadata.annotations.as_ref().unwrap();
+        assert!(!annotations.contains_key(ANNOTATION_CACHED_HASH));
+        assert_eq!(annotations["someone.example/else"], "kept");
+        assert!(!is_stripped(&updated));
+        assert_eq!(compare(&updated, &v2, "creds"), CopyState::Current);
     }
 
     #[test]

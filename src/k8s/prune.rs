@@ -94,7 +94,7 @@ impl Pruner {
         }
         let mut out = Vec::new();
         for name in policy.secret_names() {
-            let Some(store) = self.secrets.store(&name) else {
+            let Some(store) = self.secrets.store(&name, &policy.source_namespace) else {
                 continue;
             };
             for secret in store.state() {

@@ -177,7 +177,7 @@ impl TokenRefresher {
     fn due(&self, source: &TokenSource, namespace: &str) -> Option<Option<Arc<Secret>>> {
         let name = source.secret.as_str();
         // Not decided before the watch has listed: a Secret that exists must not look missing.
-        let store = self.secrets.store(name)?;
+        let store = self.secrets.store(name, namespace)?;
         let existing = secrets::get(&store, namespace, name);
         let now = Instant::now();
         let mut states = self.lock();

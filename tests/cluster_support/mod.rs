@@ -145,19 +145,36 @@ impl Webhook {
         env: Vec<(String, String)>,
         remove: &[&str],
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let self_signed = dir.path().to_str().expect("UTF-8 temp dir");
-        let mut all = vec!["--self-signed", "--self-signed-dir", self_signed];
-        all.extend_from_slice(args);
         let options = Options {
+            env,
+            env_remove: remove.iter().map(|s| s.to_string()).collect(),
+            ..Self::options(kubeconfig)
+        };
+        Self::launch(args, options).await
+    }
+
+    /// How the cluster tests start `serve`: against `kubeconfig`, in [`WEBHOOK_NS`], logging
+    /// at debug, listeners within [`DEADLINE`].
+    pub fn options(kubeconfig: &Path) -> Options<'_> {
+        Options {
             kubeconfig: Some(kubeconfig),
             namespace: WEBHOOK_NS,
             rust_log: "info,pullsecret_injector=debug",
             startup: DEADLINE,
-            env,
-            env_remove: remove.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
             ..Options::default()
-        };
+        }
+    }
+
+    /// Starts `serve` with `options`, its certificate made by `--self-signed` in a directory
+    /// of its own, and `args`; waits only for its listeners. The one start-up of the cluster
+    /// tests and the scale benchmark.
+    pub async fn launch(args: &[&str], options: Options<'_>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let self_signed = dir.path().to_str().expect("UTF-8 temp dir");
+        let mut all = vec!["--self-signed", "--self-signed-dir", self_signed];
+        all.extend_from_slice(args);
         let serve = Serve::start_async(&options, &all).await;
         let ca = std::fs::read_to_string(dir.path().join("ca.crt"))
             .expect("ca.crt written by --self-signed");

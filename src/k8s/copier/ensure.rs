@@ -28,13 +28,13 @@ impl Copier {
         if namespace == source_ns {
             return None;
         }
-        let Some(store) = self.secrets.store(name) else {
+        let Some(store) = self.secrets.store(name, source_ns) else {
             self.enqueue(namespace, name, source_ns, 0);
             return Some(format!(
                 "secret {name} is not cached yet; its copy in {namespace} will be made in the background"
             ));
         };
-        let Some(source) = secrets::get(&store, source_ns, name) else {
+        let Some(source) = secrets::source(&store, source_ns, name) else {
             debug!(%namespace, secret = name, "source secret not found; nothing copied");
             return Some(format!(
                 "source Secret {source_ns}/{name} not found; nothing copied into {namespace}"
@@ -84,7 +84,7 @@ impl Copier {
     /// A warning when the Pod is given a token Secret whose credential has already expired
     /// (its refreshes are failing): the pull will be refused.
     fn expired_token(&self, need: &SecretNeed) -> Option<String> {
-        let store = self.secrets.store(&need.name)?;
+        let store = self.secrets.store(&need.name, &need.source_namespace)?;
         let source = secrets::get(&store, &need.source_namespace, &need.name)?;
         if !crate::tokens::expired(&source, std::time::SystemTime::now()) {
             return None;

@@ -210,7 +210,7 @@ impl Harness {
         ));
         let (store, mut writer) = reflector::store();
         writer.apply_watcher_event(&watcher::Event::Apply(pull_secret(SOURCE_NS, b"v1")));
-        secrets.insert_synced(NAME, store);
+        secrets.insert_synced(NAME, SOURCE_NS, store);
         let policy = Arc::new(PolicyStore::new());
         policy.set(self::policy(NAME, SOURCE_NS));
         let writes = Arc::new(FakeWrites::default());
@@ -232,8 +232,10 @@ impl Harness {
         }
     }
 
-    /// As the watch would: the Secret appears (or changes) in the cache.
-    pub(super) fn cache(&mut self, secret: Secret) {
+    /// As the watch would: the Secret appears (or changes) in the cache, made lean (a copy
+    /// without its data).
+    pub(super) fn cache(&mut self, mut secret: Secret) {
+        crate::k8s::lean::secret(&mut secret, SOURCE_NS);
         self.secrets
             .apply_watcher_event(&watcher::Event::Apply(secret));
     }

@@ -175,14 +175,14 @@ impl Copier {
                 inner.pending.insert(key.clone(), pending);
             }
         };
-        let Some(store) = self.secrets.store(name) else {
+        let Some(store) = self.secrets.store(name, &pending.source_namespace) else {
             reschedule(pending);
             return;
         };
         if secrets::get(&store, namespace, name).is_some() || self.recently_created(&key) {
             return;
         }
-        let Some(source) = secrets::get(&store, &pending.source_namespace, name)
+        let Some(source) = secrets::source(&store, &pending.source_namespace, name)
             .filter(|s| copy::is_pull_secret_type(s))
         else {
             debug!(%namespace, secret = name, "source missing or not a pull secret; copy dropped");

@@ -25,10 +25,10 @@ impl Copier {
             return true;
         }
         let source_ns = policy.source_namespace.clone();
-        let Some(store) = self.secrets.store(name) else {
+        let Some(store) = self.secrets.store(name, &source_ns) else {
             return true;
         };
-        let source = secrets::get(&store, &source_ns, name);
+        let source = secrets::source(&store, &source_ns, name);
         let problem = match &source {
             None => Some("not found"),
             Some(s) if !copy::is_pull_secret_type(s) => Some("not of a pull secret type"),
