@@ -6,11 +6,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::cli::LogFormat;
 
-pub fn init(format: LogFormat) {
-    init_with_default(format, "info");
-}
-
-/// [`init`] with another filter than `info` when `RUST_LOG` is not set.
+/// Installs the process's subscriber; `default_filter` applies when `RUST_LOG` is not set.
 pub fn init_with_default(format: LogFormat, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
