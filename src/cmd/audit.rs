@@ -16,15 +16,13 @@ use crate::cmd::policy_input::{PolicyInputError, api_message, load_policy};
 use crate::dockerconfig::{Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::policy::Policy;
 
-pub use crate::audit::{
-    AuditFinding, AuditReport, ClusterFacts, SecretSummary, audit, audit_at, sample_target,
-};
-pub use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::audit::{AuditReport, ClusterFacts, audit};
+
 /// Objects per list request.
 const LIST_PAGE: u32 = 500;
 
 #[derive(Debug, Error)]
-pub enum AuditError {
+pub(crate) enum AuditError {
     #[error("{0}")]
     Connect(String),
     #[error("cannot {what}: {message}")]

@@ -5,7 +5,7 @@ pub mod certs;
 pub mod check;
 pub mod diagnose;
 pub mod explain;
-pub mod output;
+pub(crate) mod output;
 mod policy_input;
 pub mod review;
 pub mod secret;

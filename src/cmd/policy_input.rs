@@ -13,7 +13,7 @@ use crate::policy::Policy;
 const POLICY_KEY: &str = "policy.yaml";
 
 #[derive(Debug, Error)]
-pub enum PolicyInputError {
+pub(crate) enum PolicyInputError {
     #[error("cannot read {path}: {message}")]
     ReadPolicy { path: String, message: String },
     #[error("--policy-configmap must be NAMESPACE/NAME, got {0:?}")]
