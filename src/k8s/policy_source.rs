@@ -18,12 +18,12 @@ use crate::state::{Health, PolicyStore};
 pub(crate) const POLICY_KEY: &str = "policy.yaml";
 
 pub(crate) struct ConfigMapPolicy {
-    pub client: kube::Client,
-    pub namespace: String,
-    pub name: String,
-    pub policy: Arc<PolicyStore>,
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) client: kube::Client,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl ConfigMapPolicy {
