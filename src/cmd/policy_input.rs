@@ -7,10 +7,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use thiserror::Error;
 
+use crate::k8s::POLICY_KEY;
 use crate::policy::Policy;
-
-/// Key of the policy document in its ConfigMap.
-const POLICY_KEY: &str = "policy.yaml";
 
 #[derive(Debug, Error)]
 pub(crate) enum PolicyInputError {
@@ -18,7 +16,7 @@ pub(crate) enum PolicyInputError {
     ReadPolicy { path: String, message: String },
     #[error("--policy-configmap must be NAMESPACE/NAME, got {0:?}")]
     ConfigMapRef(String),
-    #[error("ConfigMap {0} has no key `policy.yaml`")]
+    #[error("ConfigMap {0} has no key `{key}`", key = POLICY_KEY)]
     NoPolicyKey(String),
     #[error("cannot read ConfigMap {reference}: {message}")]
     Api { reference: String, message: String },

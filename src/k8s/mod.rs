@@ -27,6 +27,7 @@ pub(crate) use copy::is_managed;
 pub use copy::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
 };
+pub(crate) use policy_source::POLICY_KEY;
 
 /// On a token Secret: when its credential stops working (RFC 3339), written by the minter and
 /// read by `diagnose`, the admission warnings and the refresher.

@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::{Health, PolicyStore};
 
+/// Key of the policy document in its ConfigMap: `serve` watches it, `audit` and `diagnose`
+/// read it once.
 pub(crate) const POLICY_KEY: &str = "policy.yaml";
 
 pub(crate) struct ConfigMapPolicy {
