@@ -18,9 +18,6 @@ use crate::policy::Policy;
 
 use crate::audit::{AuditReport, ClusterFacts, audit};
 
-/// Objects per list request.
-const LIST_PAGE: u32 = 500;
-
 #[derive(Debug, Error)]
 pub(crate) enum AuditError {
     #[error("{0}")]
@@ -73,19 +70,9 @@ async fn list_all<K>(api: &Api<K>, params: ListParams, what: &str) -> Result<Vec
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let mut items = Vec::new();
-    let mut params = params.limit(LIST_PAGE);
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(|e| api_error(format!("list {what}"), e))?;
-        items.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(items),
-        }
-    }
+    crate::cmd::list::list_all(api, params)
+        .await
+        .map_err(|e| api_error(format!("list {what}"), e))
 }
 
 async fn gather(

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod check;
 pub mod diagnose;
 pub mod explain;
+mod list;
 pub(crate) mod output;
 mod policy_input;
 pub mod review;
