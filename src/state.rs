@@ -36,6 +36,16 @@ impl PolicyStore {
         self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
+    /// What every policy source (file, ConfigMap) does with a good policy: [`Self::set`], and
+    /// the `policy_generation` gauge shows the new generation.
+    pub(crate) fn install(&self, policy: Policy, metrics: &Metrics) -> u64 {
+        let generation = self.set(policy);
+        metrics
+            .policy_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        generation
+    }
+
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }

@@ -210,7 +210,7 @@ fn fresh_temp_dir() -> anyhow::Result<PathBuf> {
 
 /// What the cluster side gets from `serve`.
 pub(crate) struct ClusterWiring {
-    /// Where a ConfigMap policy is installed (`PolicyStore::set`, then `metrics.policy_generation`).
+    /// Where a ConfigMap policy is installed (`PolicyStore::install`).
     pub(crate) policy: Arc<PolicyStore>,
     /// Readiness: the cluster side registers its components (`pending`, then `ready`).
     pub(crate) health: Arc<Health>,
@@ -329,10 +329,7 @@ impl PolicyFile {
         match Policy::parse(&text, &origin) {
             Ok(policy) => {
                 let rules = policy.rules.len();
-                let generation = self.store.set(policy);
-                self.metrics
-                    .policy_generation
-                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
+                let generation = self.store.install(policy, &self.metrics);
                 self.health
                     .ready("policy", format!("generation {generation} from {origin}"));
                 tracing::info!(file = %origin, generation, rules, "policy loaded");

@@ -101,10 +101,7 @@ impl ConfigMapPolicy {
         match result {
             Ok(policy) => {
                 let rules = policy.rules.len();
-                let generation = self.policy.set(policy);
-                self.metrics
-                    .policy_generation
-                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
+                let generation = self.policy.install(policy, &self.metrics);
                 info!(configmap = %origin, %resource_version, generation, rules, "policy loaded");
                 self.health.ready(
                     "policy",
