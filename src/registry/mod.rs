@@ -227,6 +227,16 @@ impl Challenge {
     }
 }
 
+/// Every challenge of a response: each `WWW-Authenticate` header may carry several.
+fn challenges(headers: &header::HeaderMap) -> Vec<Challenge> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect()
+}
+
 /// Parses a `WWW-Authenticate` value (RFC 7235): one or more challenges, each a scheme and
 /// comma-separated `name=value` parameters whose values may be quoted strings with escapes
 /// and commas inside.
@@ -361,13 +371,7 @@ impl RegistryClient {
                 return Outcome::Other { detail };
             }
         }
-        let challenges = ping
-            .headers()
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(parse_challenges)
-            .collect::<Vec<_>>();
+        let challenges = challenges(ping.headers());
         if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
             self.bearer_flow(bearer, target, &manifest_url, auth).await
         } else if challenges.iter().any(|c| c.scheme == "basic") {
@@ -523,12 +527,8 @@ fn manifest_outcome(
         },
         StatusCode::NOT_FOUND => Outcome::ManifestNotFound { scheme },
         StatusCode::UNAUTHORIZED => {
-            let insufficient = resp
-                .headers()
-                .get_all(header::WWW_AUTHENTICATE)
+            let insufficient = challenges(resp.headers())
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(parse_challenges)
                 .any(|c| c.param("error") == Some("insufficient_scope"));
             if insufficient {
                 Outcome::NoAccess {
