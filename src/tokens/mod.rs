@@ -63,6 +63,11 @@ pub(crate) struct Minted {
 
 /// Why a mint failed. The text names the service and the cause, never a token.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
+// A build without any cloud feature mints nothing: only `NotBuilt` is ever made.
+#[cfg_attr(
+    not(any(feature = "ecr", feature = "google", feature = "azure")),
+    allow(dead_code)
+)]
 pub(crate) enum MintError {
     /// No credentials were found for the workload (no IRSA / Workload Identity / key / metadata
     /// server).
