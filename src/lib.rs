@@ -1,6 +1,9 @@
 //! pullsecret-injector: a mutating admission webhook that gives every Pod the image pull
 //! secrets its images need and keeps their copies current.
 
+// STYLE.md habit 10: a `pub` item that outside code cannot reach should say `pub(crate)`.
+#![warn(unreachable_pub)]
+
 pub mod admission;
 pub mod audit;
 pub mod cli;
