@@ -83,10 +83,11 @@ impl AdmissionError {
 pub struct Answer {
     /// The AdmissionReview response JSON.
     pub body: Vec<u8>,
+    /// The request's uid, echoed in the response (never empty in an `Ok`).
     pub uid: String,
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The Pod's name, or its `generateName` prefix on CREATE.
-    pub pod: String,
+    pub(crate) pod: String,
     pub result: Outcome,
 }
 
@@ -100,7 +101,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Patched => "patched",
             Outcome::Unchanged => "unchanged",
@@ -270,12 +271,7 @@ pub async fn respond(
         answer.namespace = pod.namespace.as_deref().unwrap_or_default().to_string();
     }
     if answer.pod.is_empty() {
-        answer.pod = pod
-            .name
-            .as_deref()
-            .or(pod.generate_name.as_deref())
-            .unwrap_or_default()
-            .to_string();
+        answer.pod = pod.display_name().to_string();
     }
     if answer.namespace.is_empty() {
         return Err(AdmissionError::BadRequest(
@@ -417,7 +413,7 @@ fn encode(
 
 /// Keeps warnings within what kube-apiserver passes on: no control characters (it drops
 /// such a warning whole), no duplicates, at most 256 runes each and a bounded total.
-pub fn limit_warnings(warnings: Vec<String>) -> Vec<String> {
+pub(crate) fn limit_warnings(warnings: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut total = 0;
     for warning in warnings {
@@ -450,7 +446,7 @@ pub fn limit_warnings(warnings: Vec<String>) -> Vec<String> {
 }
 
 /// Parses a Go duration (`10s`, `1m30s`, `1.5s`, `300ms`, `2h45m`).
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut rest = s.trim();
     if rest.is_empty() {
         return None;
@@ -491,7 +487,7 @@ fn query_timeout(uri: &Uri) -> Option<Duration> {
 }
 
 /// POST /mutate. `uri` carries the apiserver's `?timeout=<Go duration>`.
-pub async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Response {
     let span = tracing::info_span!(
         "admission",
         uid = Empty,

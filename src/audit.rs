@@ -71,7 +71,7 @@ pub struct SecretSummary {
     pub namespace: String,
     pub name: String,
     #[serde(rename = "type")]
-    pub secret_type: String,
+    pub(crate) secret_type: String,
     /// Index keys the kubelet derives, in document order.
     pub registries: Vec<String>,
     /// `namespace/name` of the source when this is a managed copy.
@@ -81,13 +81,13 @@ pub struct SecretSummary {
     pub broken: bool,
     /// For a token Secret `serve` mints: its source kind (`ecr`, `google`, `azure`).
     #[serde(rename = "tokenSource", skip_serializing_if = "Option::is_none")]
-    pub token_source: Option<String>,
+    pub(crate) token_source: Option<String>,
     /// When its token stops working (RFC 3339, UTC), for token Secrets and their copies.
     #[serde(rename = "expiresAt", skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// Its token is past `expiresAt` at the time of the audit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub expired: bool,
+    pub(crate) expired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,7 +128,7 @@ pub fn audit(
 }
 
 /// The decision: pure over what was read and the instant token expiries are judged at.
-pub fn audit_at(
+pub(crate) fn audit_at(
     facts: &ClusterFacts,
     policy: Option<&Policy>,
     webhook_namespace: &str,
@@ -644,7 +644,7 @@ fn rules_for_image(
 }
 
 /// The sample lookup target for a registry pattern (see the module doc).
-pub fn sample_target(pattern: &str) -> Option<String> {
+pub(crate) fn sample_target(pattern: &str) -> Option<String> {
     let index = crate::keyring::index_key(pattern)?;
     let (host, path) = match index.find('/') {
         Some(i) => index.split_at(i),

@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The webhook's namespace when neither `--namespace` nor `POD_NAMESPACE` says otherwise
 /// (the manifests in deploy/ and the chart's default).
-pub const DEFAULT_WEBHOOK_NAMESPACE: &str = "pullsecret-injector";
+pub(crate) const DEFAULT_WEBHOOK_NAMESPACE: &str = "pullsecret-injector";
 
 /// `--version`: the crate version and the commit it was built from (build.rs).
-pub const VERSION: &str = concat!(
+pub(crate) const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("PSI_GIT_COMMIT"),
@@ -96,24 +96,24 @@ pub struct CompletionArgs {
 
 /// How a command that talks to a cluster finds it, as kubectl does.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the
     /// in-cluster ServiceAccount).
     #[arg(long, value_name = "FILE", global = true)]
-    pub kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: its current-context).
     #[arg(long, value_name = "NAME", global = true)]
-    pub context: Option<String>,
+    pub(crate) context: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Policy file (YAML); reloaded when it changes.
     #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
-    pub policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
     /// Name of the policy ConfigMap (key `policy.yaml`) in the webhook's namespace; watched live.
     #[arg(long, value_name = "NAME")]
-    pub policy_configmap: Option<String>,
+    pub(crate) policy_configmap: Option<String>,
     /// The webhook's own namespace (always excluded from injection).
     #[arg(
         short = 'n',
@@ -121,76 +121,76 @@ pub struct ServeArgs {
         env = "POD_NAMESPACE",
         default_value = DEFAULT_WEBHOOK_NAMESPACE
     )]
-    pub namespace: String,
+    pub(crate) namespace: String,
     #[command(flatten)]
-    pub cluster: ClusterArgs,
+    pub(crate) cluster: ClusterArgs,
     /// PEM certificate chain served to the API server; reloaded when it changes on disk.
     #[arg(long, value_name = "FILE", required_unless_present = "self_signed")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", required_unless_present = "self_signed")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     /// Generate a CA and serving certificate for a local try (prints where the CA is).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
-    pub self_signed: bool,
+    pub(crate) self_signed: bool,
     /// Where --self-signed writes ca.crt, tls.crt and tls.key.
     #[arg(long, value_name = "DIR")]
-    pub self_signed_dir: Option<PathBuf>,
+    pub(crate) self_signed_dir: Option<PathBuf>,
     /// HTTPS address for /mutate.
     #[arg(long, default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Plain HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
-    pub admin_listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
     /// How often certificate and policy files are checked for changes.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
-    pub reload_interval: Duration,
+    pub(crate) reload_interval: Duration,
     /// Time budget for all Secret copies of one admission request.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
-    pub copy_deadline: Duration,
+    pub(crate) copy_deadline: Duration,
     /// Time a client gets for the TLS handshake and for sending each request's headers.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// How long in-flight requests get to finish after SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// How long a copy that no rule gives its namespace any more (and that nothing there
     /// references) is kept before it is deleted.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    pub prune_grace: Duration,
+    pub(crate) prune_grace: Duration,
     /// Never delete copies (they stay when rules stop giving them; `audit` reports them).
     #[arg(long)]
-    pub no_prune: bool,
+    pub(crate) no_prune: bool,
     /// Do not talk to a cluster even if a kubeconfig is found: patch only, copy nothing.
     #[arg(long, conflicts_with = "policy_configmap")]
-    pub no_cluster: bool,
+    pub(crate) no_cluster: bool,
     /// A DNS name or IP the API server uses to reach the webhook (repeatable), e.g.
     /// `pullsecret-injector.pullsecret-injector.svc`; a certificate that does not cover it is
     /// refused at start and never installed on reload.
     #[arg(long, value_name = "NAME")]
-    pub tls_server_name: Vec<String>,
+    pub(crate) tls_server_name: Vec<String>,
     /// Request body bytes held in memory at once, across all connections (e.g. 32Mi).
     #[arg(long, value_name = "SIZE", value_parser = crate::server::parse_size, default_value = "32Mi")]
-    pub max_body_memory: usize,
+    pub(crate) max_body_memory: usize,
     /// Time a client gets to send a request's body once its headers arrived (then 408).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     /// Connections open at once on the webhook port; more are closed at once.
     #[arg(long, value_name = "N", default_value_t = 256)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Concurrent h2 streams per connection.
     #[arg(long, value_name = "N", default_value_t = 100)]
-    pub max_concurrent_streams: u32,
+    pub(crate) max_concurrent_streams: u32,
     /// A webhook connection without a request for this long is closed (h2 with GOAWAY).
     #[arg(long, value_parser = parse_duration, default_value = "90s")]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Admission reviews decided at once; more wait up to 2s, then get a 503.
     #[arg(long, value_name = "N", default_value_t = 8)]
-    pub max_concurrent_reviews: usize,
+    pub(crate) max_concurrent_reviews: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum ReviewOutput {
+pub(crate) enum ReviewOutput {
     /// JSON; the AdmissionReview response is byte for byte what `serve` answers.
     #[default]
     Json,
@@ -208,31 +208,31 @@ pub enum ReviewOutput {
 pub struct ReviewArgs {
     /// Policy file (YAML); `-` reads it from stdin.
     #[arg(long, value_name = "FILE")]
-    pub policy: PathBuf,
+    pub(crate) policy: PathBuf,
     /// Namespace of a bare Pod. Default: the Pod's own metadata.namespace, else `default`. A
     /// value that contradicts the Pod's (or the AdmissionReview's) namespace is an error.
     #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// Labels of that namespace, for rule selectors: k=v,k2=v2.
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
-    pub namespace_labels: Labels,
+    pub(crate) namespace_labels: Labels,
     /// The webhook's own namespace (always excluded), as `serve --namespace`.
     #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
-    pub webhook_namespace: String,
+    pub(crate) webhook_namespace: String,
     /// Print the Pod after the patch instead of the AdmissionReview response.
     #[arg(long)]
-    pub patched: bool,
+    pub(crate) patched: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = ReviewOutput::Json)]
-    pub output: ReviewOutput,
+    pub(crate) output: ReviewOutput,
     /// AdmissionReview (JSON or YAML) or bare Pod (JSON or YAML); `-` is stdin.
     #[arg(default_value = "-")]
-    pub input: String,
+    pub(crate) input: String,
 }
 
 /// Kept for commands whose output is text or JSON only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum TextOrJson {
+pub(crate) enum TextOrJson {
     #[default]
     Text,
     Json,
@@ -240,7 +240,7 @@ pub enum TextOrJson {
 
 /// `-o`: text for people, JSON or YAML (the same document) for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     #[default]
     Text,
     Json,
@@ -251,29 +251,29 @@ pub enum OutputFormat {
 pub struct ExplainArgs {
     /// Policy file (YAML); `-` reads it from stdin. Without it, only the image is explained.
     #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
     /// The image as written in a Pod, e.g. `nginx`, `ghcr.io/acme/tool:1.2`.
     #[arg(long)]
-    pub image: String,
+    pub(crate) image: String,
     /// Namespace of the Pod.
     #[arg(short = 'n', long, default_value = "default")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Labels of that namespace, for rule selectors: k=v,k2=v2.
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
-    pub namespace_labels: Labels,
+    pub(crate) namespace_labels: Labels,
     /// The webhook's own namespace (always excluded), as `serve --namespace`.
     #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_WEBHOOK_NAMESPACE)]
-    pub webhook_namespace: String,
+    pub(crate) webhook_namespace: String,
     /// Read the token Secrets the image gets from the cluster (their metadata only, never
     /// their data) and show each one's expiry: in the source namespace and the copy in
     /// `--namespace`. Implied by `--kubeconfig` or `--context`.
     #[arg(long)]
-    pub cluster: bool,
+    pub(crate) cluster: bool,
     #[command(flatten)]
-    pub cluster_args: ClusterArgs,
+    pub(crate) cluster_args: ClusterArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -281,41 +281,41 @@ pub struct ExplainArgs {
 pub struct CheckArgs {
     /// Policy file (YAML); `-` reads it from stdin.
     #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
     /// A Helm values file for charts/pullsecret-injector: checks its `policy.spec`, the policy
     /// the chart deploys. `-` reads it from stdin.
     #[arg(long, value_name = "FILE")]
-    pub helm_values: Option<PathBuf>,
+    pub(crate) helm_values: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct CertsArgs {
     /// Name of the webhook's Service.
     #[arg(long)]
-    pub service: String,
+    pub(crate) service: String,
     /// Namespace of that Service.
     #[arg(short = 'n', long)]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Directory for ca.crt, ca.key, tls.crt and tls.key (created if missing).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Validity of the serving certificate in days (the CA gets ten times as long).
     #[arg(long, default_value_t = 365)]
-    pub days: u32,
+    pub(crate) days: u32,
     /// DNS suffix of the cluster: the certificate is also valid for
     /// `<service>.<namespace>.svc.<cluster-domain>`.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    pub cluster_domain: String,
+    pub(crate) cluster_domain: String,
     /// Replace certificate and key files already in --out (a new CA means a new caBundle).
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SecretType {
+pub(crate) enum SecretType {
     /// kubernetes.io/dockerconfigjson, data key .dockerconfigjson
     #[value(alias = "kubernetes.io/dockerconfigjson")]
     Dockerconfigjson,
@@ -325,7 +325,7 @@ pub enum SecretType {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum YamlOrJson {
+pub(crate) enum YamlOrJson {
     Yaml,
     Json,
 }
@@ -357,111 +357,111 @@ pub enum SecretCommand {
 #[derive(Debug, Args)]
 pub struct SecretCreateArgs {
     /// Name of the Secret (a DNS subdomain).
-    pub name: String,
+    pub(crate) name: String,
     /// Registry key, e.g. registry.gitlab.com or https://index.docker.io/v1/ (the default).
     #[arg(long)]
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
     /// User name for the registry (with --password-stdin).
     #[arg(long, requires = "password_stdin")]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// Read the password or token from stdin (one trailing newline is dropped).
     #[arg(long)]
-    pub password_stdin: bool,
+    pub(crate) password_stdin: bool,
     /// E-mail address stored with the entry (the kubelet ignores it).
     #[arg(long)]
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
     /// Build from a `docker login` config.json (only `auths` is kept); `-` reads it from stdin.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["username", "password_stdin", "email"])]
-    pub from_docker_config: Option<PathBuf>,
+    pub(crate) from_docker_config: Option<PathBuf>,
     /// Mint an ECR credential in REGION with the caller's AWS identity (default chain).
     #[arg(long, value_name = "REGION", group = "minted", conflicts_with_all = ["server", "username", "password_stdin", "email", "from_docker_config", "secret_type"])]
-    pub from_ecr: Option<String>,
+    pub(crate) from_ecr: Option<String>,
     /// With --from-ecr: the registry (AWS account) ids; default the caller's account.
     #[arg(long = "registry-id", value_name = "ACCOUNT", requires = "from_ecr")]
-    pub registry_ids: Vec<String>,
+    pub(crate) registry_ids: Vec<String>,
     /// Mint a Google access token (Application Default Credentials) for these registries.
     #[arg(long, value_name = "REGISTRY,...", value_delimiter = ',', group = "minted", conflicts_with_all = ["server", "username", "password_stdin", "email", "from_docker_config", "secret_type"])]
-    pub from_gar: Vec<String>,
+    pub(crate) from_gar: Vec<String>,
     /// Mint an ACR refresh token for REGISTRY with the caller's Entra identity.
     #[arg(long, value_name = "REGISTRY", group = "minted", conflicts_with_all = ["server", "username", "password_stdin", "email", "from_docker_config", "secret_type"])]
-    pub from_acr: Option<String>,
+    pub(crate) from_acr: Option<String>,
     /// metadata.namespace of the Secret (omitted when not given).
     #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// Secret type; the full names (kubernetes.io/dockerconfigjson) work too.
     #[arg(long = "type", value_enum, default_value_t = SecretType::Dockerconfigjson)]
-    pub secret_type: SecretType,
+    pub(crate) secret_type: SecretType,
     /// Output format of the manifest.
     #[arg(short = 'o', long, value_enum, default_value_t = YamlOrJson::Yaml)]
-    pub output: YamlOrJson,
+    pub(crate) output: YamlOrJson,
 }
 
 #[derive(Debug, Args)]
 pub struct SecretLintArgs {
     /// Secret manifest(s) (YAML or JSON) or a docker config; `-` is stdin.
     #[arg(default_value = "-")]
-    pub input: String,
+    pub(crate) input: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct SecretMatchArgs {
     /// The image as written in a Pod.
     #[arg(long)]
-    pub image: String,
+    pub(crate) image: String,
     /// Take --image as the kubelet's lookup string (`registry/repository`) without parsing
     /// or normalizing it.
     #[arg(long)]
-    pub raw_target: bool,
+    pub(crate) raw_target: bool,
     /// Secret manifest(s) (YAML or JSON, in the Pod's imagePullSecrets order) or a docker
     /// config; `-` is stdin.
     #[arg(default_value = "-")]
-    pub input: String,
+    pub(crate) input: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct SecretVerifyArgs {
     /// The image to check the manifest of.
     #[arg(long)]
-    pub image: String,
+    pub(crate) image: String,
     /// Secret manifest(s) (YAML or JSON) or a docker config; `-` is stdin.
     #[arg(default_value = "-")]
-    pub input: String,
+    pub(crate) input: String,
     /// PEM CA bundle for a private registry.
     #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// Do not verify the registry's certificate.
     #[arg(long)]
-    pub insecure_skip_tls_verify: bool,
+    pub(crate) insecure_skip_tls_verify: bool,
     /// Use plain HTTP (for a registry on localhost without TLS).
     #[arg(long)]
-    pub plain_http: bool,
+    pub(crate) plain_http: bool,
     /// Time allowed for each request to the registry.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Policy file (YAML) to audit the cluster against.
     #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
-    pub policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
     /// NAMESPACE/NAME of the policy ConfigMap.
     #[arg(long, value_name = "NS/NAME")]
-    pub policy_configmap: Option<String>,
+    pub(crate) policy_configmap: Option<String>,
     #[command(flatten)]
-    pub cluster: ClusterArgs,
+    pub(crate) cluster: ClusterArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -475,61 +475,61 @@ pub enum DiagnoseCommand {
 #[derive(Debug, Args)]
 pub struct DiagnosePodArgs {
     /// Name of the Pod.
-    pub name: String,
+    pub(crate) name: String,
     /// The Pod's namespace (default: the kubeconfig context's namespace).
     #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     #[command(flatten)]
-    pub options: DiagnoseOptions,
+    pub(crate) options: DiagnoseOptions,
 }
 
 #[derive(Debug, Args)]
 pub struct DiagnoseNamespaceArgs {
     /// The namespace whose Pods to diagnose.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Every Pod of the namespace, not only those waiting on an image pull.
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     #[command(flatten)]
-    pub options: DiagnoseOptions,
+    pub(crate) options: DiagnoseOptions,
 }
 
 #[derive(Debug, Args)]
-pub struct DiagnoseOptions {
+pub(crate) struct DiagnoseOptions {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// Kubeconfig context (default: the current context).
     #[arg(long)]
-    pub context: Option<String>,
+    pub(crate) context: Option<String>,
     /// Policy file, to say which rule covers each image.
     #[arg(long, value_name = "FILE", conflicts_with = "policy_configmap")]
-    pub policy: Option<PathBuf>,
+    pub(crate) policy: Option<PathBuf>,
     /// NAMESPACE/NAME of the policy ConfigMap (key `policy.yaml`), read from the cluster.
     #[arg(long, value_name = "NS/NAME")]
-    pub policy_configmap: Option<String>,
+    pub(crate) policy_configmap: Option<String>,
     /// Also authenticate to each registry with the credential the kubelet would send.
     #[arg(long)]
-    pub verify: bool,
+    pub(crate) verify: bool,
     /// With --verify: PEM CA bundle for a private registry.
     #[arg(long, value_name = "FILE", requires = "verify")]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     /// With --verify: do not verify the registry's certificate.
     #[arg(long, requires = "verify")]
-    pub insecure_skip_tls_verify: bool,
+    pub(crate) insecure_skip_tls_verify: bool,
     /// With --verify: plain HTTP (a registry on localhost without TLS).
     #[arg(long, requires = "verify")]
-    pub plain_http: bool,
+    pub(crate) plain_http: bool,
     /// With --verify: time limit per registry request.
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
-    pub output: TextOrJson,
+    pub(crate) output: TextOrJson,
 }
 
 /// Namespace labels given on the command line.
-pub type Labels = std::collections::BTreeMap<String, String>;
+pub(crate) type Labels = std::collections::BTreeMap<String, String>;
 
 fn parse_labels(s: &str) -> Result<Labels, String> {
     let mut labels = Labels::new();
@@ -547,7 +547,7 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 
 /// Durations in Go syntax (`500ms`, `2s`, `1m30s`), the one parser the webhook also reads
 /// the apiserver's `?timeout=` with; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let parsed = match s.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs >= 0.0 => Some(Duration::from_secs_f64(secs)),

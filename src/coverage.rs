@@ -20,21 +20,21 @@ use crate::policy::{Policy, Rule};
 
 /// On a ServiceAccount: the `imagePullSecrets` names we added (comma-separated), the only
 /// entries we ever take back.
-pub const ANNOTATION_ADDED: &str = "pullsecret-injector.io/added-pull-secrets";
+pub(crate) const ANNOTATION_ADDED: &str = "pullsecret-injector.io/added-pull-secrets";
 
 /// The secrets a rule keeps on one ServiceAccount.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Wanted {
+pub(crate) struct Wanted {
     /// Must be listed, in rule order.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Rules that name this ServiceAccount but depend on namespace labels not known yet:
     /// neither added nor taken back until they are.
-    pub undecided: Vec<String>,
+    pub(crate) undecided: Vec<String>,
 }
 
 /// Rules in ServiceAccount mode that name `service_account`, split by whether they apply to
 /// `namespace`.
-pub fn service_account_rules<'p>(
+pub(crate) fn service_account_rules<'p>(
     policy: &'p Policy,
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,
@@ -55,7 +55,7 @@ pub fn service_account_rules<'p>(
 }
 
 /// The secrets `service_account` in `namespace` must list.
-pub fn wanted(
+pub(crate) fn wanted(
     policy: &Policy,
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,
@@ -86,7 +86,7 @@ pub fn wanted(
 /// The copies `namespace` must hold whether or not a Pod asked: the secrets of rules in
 /// ServiceAccount mode that apply to it (a ServiceAccount lists them, so Pods get them
 /// even while the webhook is down).
-pub fn service_account_copies(
+pub(crate) fn service_account_copies(
     policy: &Policy,
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,
@@ -115,7 +115,7 @@ pub fn service_account_copies(
 
 /// Whether some rule still gives `namespace` the secret `name` (then its copy stays).
 /// `None` when that depends on labels that are not known.
-pub fn copy_wanted(
+pub(crate) fn copy_wanted(
     policy: &Policy,
     name: &str,
     namespace: &str,
@@ -134,7 +134,7 @@ pub fn copy_wanted(
 }
 
 /// The names we recorded as added on `sa`.
-pub fn recorded(sa: &ServiceAccount) -> Vec<String> {
+pub(crate) fn recorded(sa: &ServiceAccount) -> Vec<String> {
     sa.metadata
         .annotations
         .as_ref()
@@ -150,7 +150,7 @@ pub fn recorded(sa: &ServiceAccount) -> Vec<String> {
 }
 
 /// The names in `sa`'s `imagePullSecrets`, in order.
-pub fn listed(sa: &ServiceAccount) -> Vec<String> {
+pub(crate) fn listed(sa: &ServiceAccount) -> Vec<String> {
     sa.image_pull_secrets
         .iter()
         .flatten()
@@ -160,15 +160,15 @@ pub fn listed(sa: &ServiceAccount) -> Vec<String> {
 
 /// A change to one ServiceAccount.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Change {
+pub(crate) struct Change {
     /// The whole new `imagePullSecrets`, the user's entries untouched and in place.
-    pub list: Vec<LocalObjectReference>,
+    pub(crate) list: Vec<LocalObjectReference>,
     /// The new value of [`ANNOTATION_ADDED`] (empty: the annotation goes).
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Names appended by this change.
-    pub appended: Vec<String>,
+    pub(crate) appended: Vec<String>,
     /// Names taken back by this change.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
 }
 
 /// What `sa` must become to list `wanted`, or `None` when it already does.
@@ -176,7 +176,7 @@ pub struct Change {
 /// Ours are only the names in [`ANNOTATION_ADDED`]: one of them no longer wanted is taken
 /// back (its last occurrence: we append, so ours is the later one); a wanted name the list
 /// lacks is appended and recorded; a wanted name the user listed themselves stays theirs.
-pub fn change(sa: &ServiceAccount, wanted: &Wanted) -> Option<Change> {
+pub(crate) fn change(sa: &ServiceAccount, wanted: &Wanted) -> Option<Change> {
     let current: Vec<LocalObjectReference> = sa.image_pull_secrets.clone().unwrap_or_default();
     let ours = recorded(sa);
     let still_ours = |n: &String| wanted.names.contains(n) || wanted.undecided.contains(n);
@@ -217,7 +217,7 @@ pub fn change(sa: &ServiceAccount, wanted: &Wanted) -> Option<Change> {
 /// The JSON patch that makes `sa` what `change` says, conditional on `sa`'s resourceVersion
 /// (a `test` operation: any write in between, the user's included, makes the apiserver
 /// refuse it with 422 and nothing is lost; the caller re-reads and recomputes).
-pub fn patch(sa: &ServiceAccount, change: &Change) -> Patch {
+pub(crate) fn patch(sa: &ServiceAccount, change: &Change) -> Patch {
     let mut ops = Vec::new();
     if let Some(rv) = &sa.metadata.resource_version {
         ops.push(PatchOperation::Test(TestOperation {
@@ -261,7 +261,7 @@ pub fn patch(sa: &ServiceAccount, change: &Change) -> Patch {
 
 /// What in `namespace` names the Secret `name`: `Pod p` and `ServiceAccount s` entries, in
 /// the order given. A copy named by anything is kept even when no rule gives it any more.
-pub fn references(
+pub(crate) fn references(
     name: &str,
     namespace: &str,
     pods: &[Pod],

@@ -35,7 +35,7 @@ const MAX_QUOTE: usize = 400;
 /// Why a container pulls the way it does. The names are stable (`-o json`, scripts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A Secret the kubelet uses has a matching key with a well-formed, unexpired credential.
     Ok,
     /// Nothing matches, and the container has started: the image is public.
@@ -64,7 +64,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",
             Verdict::AnonymousOk => "anonymous-ok",
@@ -82,7 +82,7 @@ impl Verdict {
     }
 
     /// Nothing for the user to fix.
-    pub fn is_ok(self) -> bool {
+    pub(crate) fn is_ok(self) -> bool {
         matches!(self, Verdict::Ok | Verdict::AnonymousOk)
     }
 }
@@ -92,16 +92,16 @@ impl Verdict {
 
 /// One registry entry, as far as a verdict needs it (never the password).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyFacts {
+pub(crate) struct KeyFacts {
     /// Neither username nor password: the kubelet offers an empty credential.
-    pub empty: bool,
+    pub(crate) empty: bool,
     /// From an ECR password envelope.
-    pub expires_at: Option<UnixTime>,
+    pub(crate) expires_at: Option<UnixTime>,
 }
 
 /// How the kubelet treats a Secret's content.
 #[derive(Debug, Clone)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// It reads these entries (its keyring for this Secret alone).
     Usable(Keyring<KeyFacts>),
     /// It ignores the Secret (type or data key); the lint's explanation.
@@ -112,22 +112,25 @@ pub enum Shape {
 
 /// A Secret summarized for pull verdicts: keys, expiry, shape. Holds no credential.
 #[derive(Debug, Clone)]
-pub struct SecretFacts {
-    pub name: String,
-    pub shape: Shape,
+pub(crate) struct SecretFacts {
+    pub(crate) name: String,
+    pub(crate) shape: Shape,
     /// [`ANNOTATION_EXPIRES_AT`], when present and valid.
-    pub expires_at: Option<UnixTime>,
+    pub(crate) expires_at: Option<UnixTime>,
 }
 
 impl SecretFacts {
-    pub fn from_secret(secret: &Secret) -> Self {
+    pub(crate) fn from_secret(secret: &Secret) -> Self {
         Self::from_doc(
             &SecretDoc::from_k8s(secret),
             secret.metadata.annotations.as_ref(),
         )
     }
 
-    pub fn from_doc(doc: &SecretDoc, annotations: Option<&BTreeMap<String, String>>) -> Self {
+    pub(crate) fn from_doc(
+        doc: &SecretDoc,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Self {
         let expires_at = annotations
             .and_then(|a| a.get(ANNOTATION_EXPIRES_AT))
             .and_then(|v| expiry::parse_rfc3339(v));
@@ -171,7 +174,7 @@ impl SecretFacts {
     }
 
     /// The index keys the kubelet derives, for messages.
-    pub fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         match &self.shape {
             Shape::Usable(ring) => ring.entries().iter().map(|e| display_key(&e.key)).collect(),
             _ => Vec::new(),
@@ -196,32 +199,32 @@ fn lint_reason(doc: &SecretDoc) -> Option<String> {
 
 /// One `imagePullSecrets` entry as found in the namespace.
 #[derive(Debug, Clone, Copy)]
-pub enum Listed<'a> {
+pub(crate) enum Listed<'a> {
     Missing(&'a str),
     Found(&'a SecretFacts),
 }
 
 /// A policy rule that covers an image, and the Secret it gives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RuleRef {
-    pub rule: String,
-    pub secret: String,
+pub(crate) struct RuleRef {
+    pub(crate) rule: String,
+    pub(crate) secret: String,
 }
 
 /// The credential decision for one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub verdict: Verdict,
+pub(crate) struct Finding {
+    pub(crate) verdict: Verdict,
     /// The Secret the verdict is about.
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// The registry key concerned (userinfo redacted).
-    pub key: Option<String>,
-    pub detail: String,
-    pub fix: String,
+    pub(crate) key: Option<String>,
+    pub(crate) detail: String,
+    pub(crate) fix: String,
     /// For `key-mismatch`: why the closest key misses, in a few words.
-    pub why_not: Option<String>,
+    pub(crate) why_not: Option<String>,
     /// For `ok` and `token-expired`: when the matching token expires.
-    pub expires_at: Option<UnixTime>,
+    pub(crate) expires_at: Option<UnixTime>,
 }
 
 impl Finding {
@@ -247,7 +250,12 @@ struct Held {
 
 /// What the kubelet will do for `target` (`registry/repository`) with the Secrets the Pod
 /// lists, in order. `rules` are the policy rules covering the image (for the fixes).
-pub fn evaluate(target: &str, listed: &[Listed<'_>], rules: &[RuleRef], now: UnixTime) -> Finding {
+pub(crate) fn evaluate(
+    target: &str,
+    listed: &[Listed<'_>],
+    rules: &[RuleRef],
+    now: UnixTime,
+) -> Finding {
     let found: Vec<&SecretFacts> = listed
         .iter()
         .filter_map(|l| match l {
@@ -696,20 +704,20 @@ fn near_miss(raw: &str, index: &str, target: &str) -> Option<NearMiss> {
 
 /// What the kubelet reported for one container.
 #[derive(Debug, Clone, Default)]
-pub struct PullHistory {
+pub(crate) struct PullHistory {
     /// `status.containerStatuses[].state.waiting.reason` (`ErrImagePull`, `ImagePullBackOff`).
-    pub waiting_reason: Option<String>,
-    pub waiting_message: Option<String>,
+    pub(crate) waiting_reason: Option<String>,
+    pub(crate) waiting_message: Option<String>,
     /// The container ran (running or terminated state, or an imageID): the pull worked.
-    pub started: bool,
+    pub(crate) started: bool,
     /// Messages of the kubelet's `Failed` events for this container, newest last.
-    pub failures: Vec<String>,
+    pub(crate) failures: Vec<String>,
 }
 
 impl PullHistory {
     /// The kubelet's most telling words: the newest `Failed to pull image` event, else the
     /// waiting message.
-    pub fn kubelet_message(&self) -> Option<&str> {
+    pub(crate) fn kubelet_message(&self) -> Option<&str> {
         self.failures
             .iter()
             .rev()
@@ -720,13 +728,13 @@ impl PullHistory {
     }
 
     /// The image pull is what keeps the container waiting.
-    pub fn pull_failing(&self) -> bool {
+    pub(crate) fn pull_failing(&self) -> bool {
         self.waiting_reason.as_deref().is_some_and(is_pull_failure)
     }
 }
 
 /// Waiting reasons the kubelet gives a container whose image it could not pull.
-pub fn is_pull_failure(waiting_reason: &str) -> bool {
+pub(crate) fn is_pull_failure(waiting_reason: &str) -> bool {
     matches!(
         waiting_reason,
         "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
@@ -735,7 +743,7 @@ pub fn is_pull_failure(waiting_reason: &str) -> bool {
 
 /// The kubelet's (runtime's) pull errors in plain words. Order matters: the anonymous-token
 /// 403 also says "403".
-pub fn translate(message: &str) -> Option<&'static str> {
+pub(crate) fn translate(message: &str) -> Option<&'static str> {
     let m = message.to_ascii_lowercase();
     let has = |s: &str| m.contains(s);
     Some(if has("failed to fetch anonymous token") {
@@ -785,44 +793,44 @@ fn cut(text: &str) -> String {
 
 /// Registry check of `--verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RegistryCheck {
+pub(crate) struct RegistryCheck {
     /// [`crate::registry::Outcome::code`].
-    pub result: String,
-    pub message: String,
+    pub(crate) result: String,
+    pub(crate) message: String,
 }
 
 /// The verdict for one container, as printed and as `-o json` `images[]`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerReport {
-    pub container: String,
+pub(crate) struct ContainerReport {
+    pub(crate) container: String,
     /// `container`, `initContainer`, `ephemeralContainer`.
-    pub kind: &'static str,
-    pub image: String,
+    pub(crate) kind: &'static str,
+    pub(crate) image: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub lookup_target: Option<String>,
-    pub verdict: Verdict,
+    pub(crate) lookup_target: Option<String>,
+    pub(crate) verdict: Verdict,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub(crate) secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    pub detail: String,
-    pub fix: String,
+    pub(crate) key: Option<String>,
+    pub(crate) detail: String,
+    pub(crate) fix: String,
     /// The waiting reason, when the container is waiting.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kubelet_message: Option<String>,
+    pub(crate) kubelet_message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kubelet_meaning: Option<&'static str>,
+    pub(crate) kubelet_meaning: Option<&'static str>,
     /// Policy rules that cover the image.
-    pub rules: Vec<RuleRef>,
+    pub(crate) rules: Vec<RuleRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry: Option<RegistryCheck>,
+    pub(crate) registry: Option<RegistryCheck>,
 }
 
 /// Everything about one container: the credential verdict, and the kubelet's own words.
-pub fn diagnose_container(
+pub(crate) fn diagnose_container(
     kind: &'static str,
     container: &str,
     image: &str,
@@ -885,20 +893,20 @@ pub fn diagnose_container(
 
 /// A warning for the AdmissionReview response, with its metric reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdmissionWarning {
+pub(crate) struct AdmissionWarning {
     /// The verdict name: `key-mismatch`, `token-expired`, `wrong-type`, `bad-auth`.
-    pub reason: &'static str,
-    pub message: String,
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
 }
 
 /// Looks up what the watch caches know about a Secret by name.
-pub type FactsLookup<'a> = dyn Fn(&str) -> Option<Arc<SecretFacts>> + 'a;
+pub(crate) type FactsLookup<'a> = dyn Fn(&str) -> Option<Arc<SecretFacts>> + 'a;
 
 /// Warnings for Secrets the Pod is given (injected, or listed and named by a rule) that the
 /// kubelet would not use for the images their rules matched: no matching key, an expired
 /// token, a wrong type or undecodable content. `facts` reads the watch caches (no I/O); a
 /// Secret they do not know is not warned about.
-pub fn admission_warnings(
+pub(crate) fn admission_warnings(
     policy: &Policy,
     pod: &plan::PodFacts<'_>,
     given: &[SecretNeed],

@@ -11,29 +11,29 @@ use k8s_openapi::jiff::Timestamp;
 /// RFC 3339 instant after which the token in this Secret no longer authenticates. Written by
 /// the token minter (`tokens::build_secret`) on the Secrets it fills; read by `diagnose` and the admission
 /// warning.
-pub const ANNOTATION_EXPIRES_AT: &str = "pullsecret-injector.io/expires-at";
+pub(crate) const ANNOTATION_EXPIRES_AT: &str = "pullsecret-injector.io/expires-at";
 
 /// Seconds since the Unix epoch.
-pub type UnixTime = i64;
+pub(crate) type UnixTime = i64;
 
 /// The current time in Unix seconds.
-pub fn now() -> UnixTime {
+pub(crate) fn now() -> UnixTime {
     Timestamp::now().as_second()
 }
 
 /// Parses an RFC 3339 timestamp (`2026-01-01T12:00:00Z`); `None` when it is not one.
-pub fn parse_rfc3339(text: &str) -> Option<UnixTime> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<UnixTime> {
     text.trim().parse::<Timestamp>().ok().map(|t| t.as_second())
 }
 
 /// Formats Unix seconds as RFC 3339 in UTC, for messages.
-pub fn format_rfc3339(at: UnixTime) -> String {
+pub(crate) fn format_rfc3339(at: UnixTime) -> String {
     Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string())
 }
 
 /// The expiry in an ECR password: base64 (standard, padded or not) of a JSON object with a
 /// numeric `expiration`. Any other password gives `None`.
-pub fn ecr_password_expiry(password: &str) -> Option<UnixTime> {
+pub(crate) fn ecr_password_expiry(password: &str) -> Option<UnixTime> {
     // An ECR password is long (about 1.5 kB); do not decode arbitrary short strings.
     if password.len() < 16 || !password.starts_with("ey") {
         return None;
@@ -51,7 +51,7 @@ pub fn ecr_password_expiry(password: &str) -> Option<UnixTime> {
 }
 
 /// "3h 5m ago" / "in 12m": how far `at` is from `now`, for messages.
-pub fn relative(at: UnixTime, now: UnixTime) -> String {
+pub(crate) fn relative(at: UnixTime, now: UnixTime) -> String {
     let delta = (now - at).abs();
     let text = if delta >= 86_400 {
         format!("{}d {}h", delta / 86_400, delta % 86_400 / 3600)

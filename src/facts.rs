@@ -13,7 +13,7 @@ use crate::plan::INJECTED_ANNOTATION;
 
 /// Where a container sits in the Pod spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerKind {
+pub(crate) enum ContainerKind {
     Init,
     Regular,
     Ephemeral,
@@ -21,7 +21,7 @@ pub enum ContainerKind {
 
 impl ContainerKind {
     /// How warnings name it: `initContainer "init"`, `container "web"`, ...
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             ContainerKind::Init => "initContainer",
             ContainerKind::Regular => "container",
@@ -32,37 +32,37 @@ impl ContainerKind {
 
 /// One container as far as pulling goes.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ContainerFacts<'a> {
+pub(crate) struct ContainerFacts<'a> {
     #[serde(borrow, default)]
-    pub name: Cow<'a, str>,
+    pub(crate) name: Cow<'a, str>,
     #[serde(borrow, default)]
-    pub image: Option<Cow<'a, str>>,
+    pub(crate) image: Option<Cow<'a, str>>,
 }
 
 /// What plan() needs of a Pod.
 #[derive(Debug, Clone, Default)]
 pub struct PodFacts<'a> {
-    pub name: Option<Cow<'a, str>>,
-    pub generate_name: Option<Cow<'a, str>>,
-    pub namespace: Option<Cow<'a, str>>,
+    pub(crate) name: Option<Cow<'a, str>>,
+    pub(crate) generate_name: Option<Cow<'a, str>>,
+    pub(crate) namespace: Option<Cow<'a, str>>,
     /// Whether `metadata.annotations` exists (the patch then adds a key instead of the map).
-    pub has_annotations: bool,
+    pub(crate) has_annotations: bool,
     /// The value of [`INJECTED_ANNOTATION`], when set.
-    pub injected: Option<Cow<'a, str>>,
-    pub init_containers: Vec<ContainerFacts<'a>>,
-    pub containers: Vec<ContainerFacts<'a>>,
-    pub ephemeral_containers: Vec<ContainerFacts<'a>>,
+    pub(crate) injected: Option<Cow<'a, str>>,
+    pub(crate) init_containers: Vec<ContainerFacts<'a>>,
+    pub(crate) containers: Vec<ContainerFacts<'a>>,
+    pub(crate) ephemeral_containers: Vec<ContainerFacts<'a>>,
     /// Names in `spec.imagePullSecrets`; `None` when the array is absent (the patch then
     /// adds the array instead of appending to it).
-    pub pull_secrets: Option<Vec<Cow<'a, str>>>,
+    pub(crate) pull_secrets: Option<Vec<Cow<'a, str>>>,
 }
 
 /// A Pod image and the container it belongs to.
 #[derive(Debug, Clone, Copy)]
-pub struct PodImage<'p> {
-    pub kind: ContainerKind,
-    pub container: &'p str,
-    pub image: &'p str,
+pub(crate) struct PodImage<'p> {
+    pub(crate) kind: ContainerKind,
+    pub(crate) container: &'p str,
+    pub(crate) image: &'p str,
 }
 
 impl<'a> PodFacts<'a> {
@@ -118,7 +118,7 @@ impl<'a> PodFacts<'a> {
     }
 
     /// The Pod's name, or its `generateName` prefix (names are given after admission).
-    pub fn display_name(&self) -> &str {
+    pub(crate) fn display_name(&self) -> &str {
         self.name
             .as_deref()
             .filter(|n| !n.is_empty())
@@ -128,7 +128,7 @@ impl<'a> PodFacts<'a> {
 
     /// Every image to pull, init containers first, then containers, then ephemeral ones.
     /// A container without an image is the apiserver's to reject: nothing to pull for it.
-    pub fn images(&self) -> impl Iterator<Item = PodImage<'_>> {
+    pub(crate) fn images(&self) -> impl Iterator<Item = PodImage<'_>> {
         self.init_containers
             .iter()
             .map(|c| (ContainerKind::Init, c))
@@ -151,7 +151,7 @@ impl<'a> PodFacts<'a> {
     }
 
     /// Whether `name` is already in `spec.imagePullSecrets`.
-    pub fn lists_pull_secret(&self, name: &str) -> bool {
+    pub(crate) fn lists_pull_secret(&self, name: &str) -> bool {
         self.pull_secrets
             .iter()
             .flatten()

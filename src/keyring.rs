@@ -49,11 +49,11 @@ pub fn urls_match(glob: &str, target: &str) -> bool {
 /// One side of URLsMatch (a glob or a lookup target) read once as a schemeless URL, so a
 /// policy's patterns are parsed at load and an image's target once per Pod, not per rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemelessUrl(Option<GoUrl>);
+pub(crate) struct SchemelessUrl(Option<GoUrl>);
 
 impl SchemelessUrl {
     /// A string that does not parse is kept as `None` and matches nothing, as in the kubelet.
-    pub fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         Self(GoUrl::parse_schemeless(s))
     }
 
@@ -66,7 +66,7 @@ impl SchemelessUrl {
     }
 
     /// URLsMatch with `self` as the glob.
-    pub fn matches(&self, target: &SchemelessUrl) -> bool {
+    pub(crate) fn matches(&self, target: &SchemelessUrl) -> bool {
         match (&self.0, &target.0) {
             (Some(glob), Some(target)) => glob.matches(target),
             _ => false,
@@ -107,7 +107,7 @@ impl RegistryPattern {
         Some(Self { index_key, url })
     }
 
-    pub(crate) fn index_key(&self) -> &str {
+    pub fn index_key(&self) -> &str {
         &self.index_key
     }
 
@@ -124,9 +124,9 @@ impl RegistryPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry<C> {
     /// The `auths` key as written in the config.
-    pub key: String,
+    pub(crate) key: String,
     /// The key after the kubelet's normalization.
-    pub index_key: String,
+    pub(crate) index_key: String,
     pub credential: C,
 }
 
@@ -134,7 +134,7 @@ pub struct Entry<C> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup<'a, C> {
     pub matches: Vec<&'a Entry<C>>,
-    pub via_docker_hub_fallback: bool,
+    pub(crate) via_docker_hub_fallback: bool,
 }
 
 impl<C> Lookup<'_, C> {

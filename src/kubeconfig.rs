@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::cli::ClusterArgs;
 
 #[derive(Debug, Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error(
         "no kubeconfig found (looked in {looked}) and not running in a cluster (KUBERNETES_SERVICE_HOST is not set); pass --kubeconfig FILE or set KUBECONFIG"
     )]
@@ -55,7 +55,7 @@ fn looked_in(paths: &[PathBuf]) -> String {
 }
 
 /// The client configuration for `args`.
-pub async fn config(args: &ClusterArgs) -> Result<kube::Config, ConnectError> {
+pub(crate) async fn config(args: &ClusterArgs) -> Result<kube::Config, ConnectError> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..KubeConfigOptions::default()
@@ -86,12 +86,12 @@ pub async fn config(args: &ClusterArgs) -> Result<kube::Config, ConnectError> {
 
 /// A client for `args` that has reached the API server once, so that a wrong address or a
 /// server that is down is reported here, naming it, and not as the failure of some request.
-pub async fn connect(args: &ClusterArgs) -> Result<kube::Client, ConnectError> {
+pub(crate) async fn connect(args: &ClusterArgs) -> Result<kube::Client, ConnectError> {
     Ok(connect_in_context(args).await?.0)
 }
 
 /// [`connect`], and the namespace of the context (kubectl's default for `-n`).
-pub async fn connect_in_context(
+pub(crate) async fn connect_in_context(
     args: &ClusterArgs,
 ) -> Result<(kube::Client, String), ConnectError> {
     let config = config(args).await?;

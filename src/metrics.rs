@@ -9,76 +9,76 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: String,
+pub(crate) struct ResultLabel {
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabel {
-    pub operation: String,
+pub(crate) struct OperationLabel {
+    pub(crate) operation: String,
 }
 
 /// A token Secret and its provider (`ecr`, `google`, `azure`) and what happened.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabels {
-    pub secret: String,
-    pub provider: String,
-    pub result: String,
+pub(crate) struct TokenLabels {
+    pub(crate) secret: String,
+    pub(crate) provider: String,
+    pub(crate) result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SecretLabel {
-    pub secret: String,
+pub(crate) struct SecretLabel {
+    pub(crate) secret: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: String,
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: String,
 }
 
 pub struct Metrics {
     registry: Registry,
     /// Admission requests by result: patched, unchanged, invalid, error, and the refusals of the
     /// request guard: too_large (413), timeout (408), overloaded (503).
-    pub requests: Family<ResultLabel, Counter>,
+    pub(crate) requests: Family<ResultLabel, Counter>,
     /// Responses that carried a patch.
-    pub patches: Counter,
+    pub(crate) patches: Counter,
     /// Time to answer one admission request.
-    pub latency: Histogram,
+    pub(crate) latency: Histogram,
     /// Policy loads that failed (the last good policy stayed).
-    pub policy_reload_errors: Counter,
+    pub(crate) policy_reload_errors: Counter,
     /// Generation of the policy in use (increments on every successful load).
-    pub policy_generation: Gauge,
+    pub(crate) policy_generation: Gauge,
     /// Certificate reloads by result: ok, error.
-    pub tls_reloads: Family<ResultLabel, Counter>,
+    pub(crate) tls_reloads: Family<ResultLabel, Counter>,
     /// Secret copy writes by operation: created, updated, failed.
-    pub copies: Family<OperationLabel, Counter>,
+    pub(crate) copies: Family<OperationLabel, Counter>,
     /// Target names held by a Secret we do not manage.
-    pub unmanaged_conflicts: Counter,
+    pub(crate) unmanaged_conflicts: Counter,
     /// Copies whose content differed from their source and were repaired.
-    pub drift_repaired: Counter,
+    pub(crate) drift_repaired: Counter,
     /// Token mints by secret, provider and result (minted, lost_race, write_failed).
-    pub token_mints: Family<TokenLabels, Counter>,
+    pub(crate) token_mints: Family<TokenLabels, Counter>,
     /// Failed token mints by secret, provider and reason (the last good Secret stayed).
-    pub token_mint_failures: Family<TokenLabels, Counter>,
+    pub(crate) token_mint_failures: Family<TokenLabels, Counter>,
     /// Expiry of each token Secret's credential, Unix seconds.
-    pub token_expiry: Family<SecretLabel, Gauge>,
+    pub(crate) token_expiry: Family<SecretLabel, Gauge>,
     /// Admission warnings about a Secret the kubelet would not use, by verdict.
-    pub secret_warnings: Family<ReasonLabel, Counter>,
+    pub(crate) secret_warnings: Family<ReasonLabel, Counter>,
     /// notAfter of the serving certificate in use (Unix seconds), so an alert can fire first.
-    pub tls_certificate_expiry: Gauge,
+    pub(crate) tls_certificate_expiry: Gauge,
     /// Certificate pairs on disk that were refused, by reason (expired, not_yet_valid, ...).
-    pub tls_reload_rejections: Family<ReasonLabel, Counter>,
+    pub(crate) tls_reload_rejections: Family<ReasonLabel, Counter>,
     /// TLS handshakes that failed, by reason (unknown_ca, timeout, not_tls, ...).
-    pub tls_handshake_failures: Family<ReasonLabel, Counter>,
+    pub(crate) tls_handshake_failures: Family<ReasonLabel, Counter>,
     /// HTTPS connections open now.
-    pub connections_open: Gauge,
+    pub(crate) connections_open: Gauge,
     /// HTTPS connections closed at once because `--max-connections` were open.
-    pub connections_refused: Counter,
+    pub(crate) connections_refused: Counter,
     /// HTTPS connections closed after `--idle-timeout` without a request.
-    pub connections_idle_closed: Counter,
+    pub(crate) connections_idle_closed: Counter,
     /// Request body bytes held in memory now (bounded by `--max-body-memory`).
-    pub body_bytes_in_memory: Gauge,
+    pub(crate) body_bytes_in_memory: Gauge,
     /// Log lines dropped because the log writer's queue was full (see telemetry.rs).
     log_lines_dropped: Counter,
 }
@@ -90,7 +90,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("pullsecret_injector");
         let requests = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -244,7 +244,7 @@ impl Metrics {
         }
     }
 
-    pub fn tls_reload_rejected(&self, reason: &str) {
+    pub(crate) fn tls_reload_rejected(&self, reason: &str) {
         self.tls_reload_rejections
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
@@ -252,7 +252,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn tls_handshake_failed(&self, reason: &str) {
+    pub(crate) fn tls_handshake_failed(&self, reason: &str) {
         self.tls_handshake_failures
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
@@ -260,7 +260,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn request(&self, result: &str) {
+    pub(crate) fn request(&self, result: &str) {
         self.requests
             .get_or_create(&ResultLabel {
                 result: result.to_string(),
@@ -268,7 +268,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn copy(&self, operation: &str) {
+    pub(crate) fn copy(&self, operation: &str) {
         self.copies
             .get_or_create(&OperationLabel {
                 operation: operation.to_string(),
@@ -276,7 +276,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn tls_reload(&self, result: &str) {
+    pub(crate) fn tls_reload(&self, result: &str) {
         self.tls_reloads
             .get_or_create(&ResultLabel {
                 result: result.to_string(),
@@ -284,7 +284,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn token_mint(&self, secret: &str, provider: &str, result: &str) {
+    pub(crate) fn token_mint(&self, secret: &str, provider: &str, result: &str) {
         self.token_mints
             .get_or_create(&TokenLabels {
                 secret: secret.to_string(),
@@ -294,7 +294,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn secret_warning(&self, reason: &str) {
+    pub(crate) fn secret_warning(&self, reason: &str) {
         self.secret_warnings
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
@@ -302,7 +302,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn token_mint_failure(&self, secret: &str, provider: &str, reason: &str) {
+    pub(crate) fn token_mint_failure(&self, secret: &str, provider: &str, reason: &str) {
         self.token_mint_failures
             .get_or_create(&TokenLabels {
                 secret: secret.to_string(),
@@ -313,7 +313,7 @@ impl Metrics {
     }
 
     /// Records a token Secret's expiry (`None`: unknown, the sample is dropped).
-    pub fn token_expiry(&self, secret: &str, at: Option<std::time::SystemTime>) {
+    pub(crate) fn token_expiry(&self, secret: &str, at: Option<std::time::SystemTime>) {
         let label = SecretLabel {
             secret: secret.to_string(),
         };
@@ -332,9 +332,10 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         // The writer thread counts its drops; the counter follows it at each scrape.
-        self.log_lines_dropped
-            .inner()
-            .fetch_max(crate::telemetry::dropped_log_lines(), std::sync::atomic::Ordering::Relaxed);
+        self.log_lines_dropped.inner().fetch_max(
+            crate::telemetry::dropped_log_lines(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -8,8 +8,8 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+pub use crate::facts::PodFacts;
 use crate::facts::PodImage as FactsImage;
-pub use crate::facts::{ContainerFacts, ContainerKind, PodFacts};
 use crate::keyring::SchemelessUrl;
 use crate::policy::{NamespaceVerdict, Policy};
 use crate::reference::ImageRef;

@@ -15,20 +15,20 @@ use crate::glob::Glob;
 use crate::keyring;
 use crate::reference::{DOCKER_HUB_API_HOSTS, ImageRef};
 
-pub use crate::rule_index::NamespaceView;
+pub(crate) use crate::rule_index::NamespaceView;
 use crate::rule_index::{NamespaceVerdicts, RuleIndex};
 
 mod tokens;
-pub use tokens::{TokenProvider, TokenSource};
+pub(crate) use tokens::{TokenProvider, TokenSource};
 
 /// One problem in a policy document, located for `FILE:LINE:COL: message`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{origin}:{line}:{column}: {message}")]
 pub struct PolicyProblem {
-    pub origin: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
+    pub(crate) origin: String,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) message: String,
 }
 
 /// Every problem found in a document (at least one).
@@ -38,24 +38,24 @@ pub struct PolicyError(pub Vec<PolicyProblem>);
 
 /// A compiled rule.
 #[derive(Debug, Clone)]
-pub struct Rule {
-    pub name: String,
+pub(crate) struct Rule {
+    pub(crate) name: String,
     /// Registry patterns as written (kubelet matchImages syntax).
-    pub registries: Vec<String>,
+    pub(crate) registries: Vec<String>,
     /// Secret name in the source namespace.
-    pub secret: String,
+    pub(crate) secret: String,
     /// Which namespaces may receive the secret; `None` = all that are not excluded.
     namespaces: Option<NamespaceFilter>,
     /// `registries`, parsed once for matching.
     patterns: Vec<keyring::SchemelessUrl>,
     /// `serviceAccounts`: ServiceAccount names (or `*`) that also list the secret in
     /// their `imagePullSecrets`; empty = the rule acts on Pods only.
-    pub service_accounts: Vec<String>,
+    pub(crate) service_accounts: Vec<String>,
 }
 
 /// Whether a rule may act in a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NamespaceVerdict {
+pub(crate) enum NamespaceVerdict {
     Applies,
     Excluded,
     /// The rule has a label selector and the namespace's labels are not known.
@@ -65,17 +65,17 @@ pub enum NamespaceVerdict {
 impl Rule {
     /// Does any registry pattern match `lookup_target` (`registry/repository`) the way the
     /// kubelet's keyring would?
-    pub fn matches_target(&self, lookup_target: &str) -> bool {
+    pub(crate) fn matches_target(&self, lookup_target: &str) -> bool {
         self.matches_parsed_target(&keyring::SchemelessUrl::parse(lookup_target))
     }
 
     /// [`Rule::matches_target`] for a target parsed once and checked against many rules.
-    pub fn matches_parsed_target(&self, target: &keyring::SchemelessUrl) -> bool {
+    pub(crate) fn matches_parsed_target(&self, target: &keyring::SchemelessUrl) -> bool {
         self.patterns.iter().any(|pattern| pattern.matches(target))
     }
 
     /// Whether the rule's namespace filters admit `namespace`.
-    pub fn namespace_verdict(
+    pub(crate) fn namespace_verdict(
         &self,
         namespace: &str,
         labels: Option<&BTreeMap<String, String>>,
@@ -88,7 +88,7 @@ impl Rule {
 
     /// Why the rule's namespace filters keep it out of `namespace`, in words (`None` when the
     /// rule applies there); the same decision as [`Rule::namespace_verdict`].
-    pub fn why_not_in(
+    pub(crate) fn why_not_in(
         &self,
         namespace: &str,
         labels: Option<&BTreeMap<String, String>>,
@@ -100,14 +100,14 @@ impl Rule {
     }
 
     /// Whether the rule keeps its secret listed on the ServiceAccount `name`.
-    pub fn names_service_account(&self, name: &str) -> bool {
+    pub(crate) fn names_service_account(&self, name: &str) -> bool {
         self.service_accounts
             .iter()
             .any(|sa| sa == SERVICE_ACCOUNTS_ALL || sa == name)
     }
 
     /// Whether the rule has a label selector (needs namespace labels to decide).
-    pub fn has_selector(&self) -> bool {
+    pub(crate) fn has_selector(&self) -> bool {
         self.namespaces
             .as_ref()
             .is_some_and(|f| f.selector.is_some())
@@ -137,19 +137,19 @@ impl Rule {
 }
 
 /// `serviceAccounts: ["*"]`: every ServiceAccount of the namespace.
-pub const SERVICE_ACCOUNTS_ALL: &str = "*";
+pub(crate) const SERVICE_ACCOUNTS_ALL: &str = "*";
 
 /// A validated, compiled policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub source_namespace: String,
-    pub rules: Vec<Rule>,
+    pub(crate) source_namespace: String,
+    pub(crate) rules: Vec<Rule>,
     /// `tokenSources`: Secrets in the source namespace that `serve` mints itself.
-    pub token_sources: Vec<TokenSource>,
+    pub(crate) token_sources: Vec<TokenSource>,
     /// `excludeNamespaces`, compiled.
     exclude_namespaces: Vec<Glob>,
     /// Valid but probably not what was meant (e.g. a pattern on a Docker Hub API host).
-    pub warnings: Vec<PolicyProblem>,
+    pub(crate) warnings: Vec<PolicyProblem>,
     /// `rules` by registry host: what an image is checked against.
     index: RuleIndex,
     /// Namespace filters per namespace, cached for this policy's lifetime.
@@ -209,12 +209,12 @@ impl Policy {
     }
 
     /// The token source that fills the Secret `name`, if any.
-    pub fn token_source(&self, name: &str) -> Option<&TokenSource> {
+    pub(crate) fn token_source(&self, name: &str) -> Option<&TokenSource> {
         self.token_sources.iter().find(|t| t.secret == name)
     }
 
     /// Why `namespace` is excluded from injection altogether, in words; `None` when it is not.
-    pub fn why_excluded(&self, namespace: &str, webhook_namespace: &str) -> Option<String> {
+    pub(crate) fn why_excluded(&self, namespace: &str, webhook_namespace: &str) -> Option<String> {
         if namespace == webhook_namespace {
             return Some(format!(
                 "namespace {namespace:?} is the webhook's own namespace, which is never injected"
@@ -232,14 +232,14 @@ impl Policy {
     }
 
     /// Whether `namespace` is excluded from injection altogether.
-    pub fn namespace_excluded(&self, namespace: &str, webhook_namespace: &str) -> bool {
+    pub(crate) fn namespace_excluded(&self, namespace: &str, webhook_namespace: &str) -> bool {
         namespace == webhook_namespace
             || self.exclude_namespaces.iter().any(|g| g.matches(namespace))
     }
 
     /// Whether `rule` gives `namespace` its secret: the namespace is not excluded and the
     /// rule's filters admit it. `None` when that depends on labels that are not known.
-    pub fn rule_applies(
+    pub(crate) fn rule_applies(
         &self,
         rule: &Rule,
         namespace: &str,
@@ -258,7 +258,7 @@ impl Policy {
 
     /// Rules whose registries match `lookup_target` and whose namespace filters admit the
     /// namespace, in rule order. A rule with a selector is not applied when `labels` is `None`.
-    pub fn matching_rules<'a>(
+    pub(crate) fn matching_rules<'a>(
         &'a self,
         lookup_target: &str,
         namespace: &str,
@@ -276,7 +276,7 @@ impl Policy {
 
     /// Replaces `out` with the indices of the rules whose registries match `target`, in rule
     /// order. Costs what the rules that share the target's host cost, not the whole list.
-    pub fn rules_matching(&self, target: &keyring::SchemelessUrl, out: &mut Vec<usize>) {
+    pub(crate) fn rules_matching(&self, target: &keyring::SchemelessUrl, out: &mut Vec<usize>) {
         out.clear();
         self.index.candidates(target, out);
         out.sort_unstable();
@@ -285,7 +285,7 @@ impl Policy {
     }
 
     /// How the rules see `namespace` (name filters cached per namespace for this policy).
-    pub fn namespace_view<'p>(
+    pub(crate) fn namespace_view<'p>(
         &'p self,
         namespace: &str,
         labels: Option<&'p BTreeMap<String, String>>,
@@ -295,7 +295,7 @@ impl Policy {
 
     /// Whether a rule's label selector is all that stands between `namespace` and the rule,
     /// so its labels are worth waiting for.
-    pub fn needs_labels(&self, namespace: &str, webhook_namespace: &str) -> bool {
+    pub(crate) fn needs_labels(&self, namespace: &str, webhook_namespace: &str) -> bool {
         !self.namespace_excluded(namespace, webhook_namespace)
             && self.namespace_view(namespace, None).needs_labels()
     }

@@ -222,7 +222,7 @@ impl NamespaceVerdicts {
 }
 
 /// One namespace as the rules see it.
-pub struct NamespaceView<'p> {
+pub(crate) struct NamespaceView<'p> {
     verdicts: &'p NamespaceVerdicts,
     rules: &'p [Rule],
     names: Option<Arc<NameVerdicts>>,
@@ -231,7 +231,7 @@ pub struct NamespaceView<'p> {
 
 impl NamespaceView<'_> {
     /// Whether rule `index` may act in the namespace.
-    pub fn verdict(&self, index: usize) -> NamespaceVerdict {
+    pub(crate) fn verdict(&self, index: usize) -> NamespaceVerdict {
         let (Some(slot), Some(names)) = (self.verdicts.slot.get(&index), &self.names) else {
             return NamespaceVerdict::Applies;
         };
@@ -242,7 +242,7 @@ impl NamespaceView<'_> {
     }
 
     /// Whether some rule's selector is all that stands between the namespace and the rule.
-    pub fn needs_labels(&self) -> bool {
+    pub(crate) fn needs_labels(&self) -> bool {
         self.names.as_ref().is_some_and(|n| n.needs_labels)
     }
 }

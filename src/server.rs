@@ -21,10 +21,11 @@ use crate::admission;
 use crate::state::AppState;
 
 /// The API server never sends more: its own request bodies are capped at 3 MiB.
-pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// What prometheus-client's text encoder produces.
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const METRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The webhook routes (served over HTTPS), with the default limits.
 pub fn router(state: AppState) -> Router {
@@ -34,7 +35,7 @@ pub fn router(state: AppState) -> Router {
 /// The webhook routes behind the request guard: bodies are read by the guard (size limit,
 /// read timeout, memory budget) before a handler sees them, and reviews run with bounded
 /// concurrency.
-pub fn router_with(state: AppState, limits: &Limits) -> Router {
+pub(crate) fn router_with(state: AppState, limits: &Limits) -> Router {
     let guard = Arc::new(body::Guard::new(limits, state.metrics.clone()));
     Router::new()
         .route("/mutate", post(admission::mutate))
@@ -46,7 +47,7 @@ pub fn router_with(state: AppState, limits: &Limits) -> Router {
 }
 
 /// Health and metrics (served over plain HTTP on the admin port).
-pub fn admin_router(state: AppState) -> Router {
+pub(crate) fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -76,7 +77,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 #[derive(Debug, Error)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -96,33 +97,33 @@ pub enum ServerError {
 
 /// How the listeners behave.
 #[derive(Debug, Clone)]
-pub struct ServeOptions {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+pub(crate) struct ServeOptions {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
     /// Bounds the TLS handshake, the first request's headers and every later request's headers.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// How long in-flight requests get after the shutdown signal.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// What one client, or all of them together, may hold on the webhook port.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 /// The bounds that keep memory and connections in check whatever clients do
 /// (docs/security.md lists the attack each one answers).
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Request body bytes held in memory at once, across all connections.
-    pub body_memory: usize,
+    pub(crate) body_memory: usize,
     /// Time from a request's headers to the last byte of its body.
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     /// Connections open at once on the webhook port; more are closed at once.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Concurrent h2 streams one connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
-    pub max_concurrent_streams: u32,
+    pub(crate) max_concurrent_streams: u32,
     /// A connection without a request in flight for this long is closed (h2 with GOAWAY).
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Admission reviews decided at once; more wait briefly, then get a 503.
-    pub max_concurrent_reviews: usize,
+    pub(crate) max_concurrent_reviews: usize,
 }
 
 impl Default for Limits {
@@ -140,7 +141,7 @@ impl Default for Limits {
 
 /// Parses a byte size: a number with an optional binary (`Ki`, `Mi`, `Gi`) or decimal (`k`,
 /// `M`, `G`) suffix, as Kubernetes quantities are written.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
@@ -162,16 +163,16 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// Both listeners, bound and ready to serve.
-pub struct Listeners {
+pub(crate) struct Listeners {
     https: TcpListener,
     admin: TcpListener,
-    pub https_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
+    pub(crate) https_addr: SocketAddr,
+    pub(crate) admin_addr: SocketAddr,
 }
 
 impl Listeners {
     /// Binds both addresses (port 0 picks a free port; the bound addresses are in the fields).
-    pub fn bind(options: &ServeOptions) -> Result<Self, ServerError> {
+    pub(crate) fn bind(options: &ServeOptions) -> Result<Self, ServerError> {
         let bind = |addr: SocketAddr| {
             let listener =
                 TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
@@ -199,7 +200,7 @@ impl Listeners {
 ///
 /// The admin port runs on a thread and runtime of its own: however busy the webhook's workers
 /// are, the kubelet's probes are answered.
-pub async fn serve(
+pub(crate) async fn serve(
     listeners: Listeners,
     options: &ServeOptions,
     state: AppState,
@@ -313,7 +314,7 @@ impl AdminThread {
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -16,33 +16,43 @@ use crate::policy::Policy;
 
 /// The running policy. A reload swaps it atomically; a failed reload leaves it in place.
 #[derive(Default)]
-pub struct PolicyStore {
+pub(crate) struct PolicyStore {
     current: ArcSwapOption<Policy>,
     generation: AtomicU64,
 }
 
 impl PolicyStore {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn get(&self) -> Option<Arc<Policy>> {
+    pub(crate) fn get(&self) -> Option<Arc<Policy>> {
         self.current.load_full()
     }
 
     /// Installs a new policy and returns its generation (1 for the first one).
-    pub fn set(&self, policy: Policy) -> u64 {
+    pub(crate) fn set(&self, policy: Policy) -> u64 {
         self.current.store(Some(Arc::new(policy)));
         self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    pub fn generation(&self) -> u64 {
+    /// What every policy source (file, ConfigMap) does with a good policy: [`Self::set`], and
+    /// the `policy_generation` gauge shows the new generation.
+    pub(crate) fn install(&self, policy: Policy, metrics: &Metrics) -> u64 {
+        let generation = self.set(policy);
+        metrics
+            .policy_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        generation
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 }
 
 /// Namespace labels from a watch cache (rule selectors need them).
-pub trait NamespaceLabels: Send + Sync {
+pub(crate) trait NamespaceLabels: Send + Sync {
     /// `None` when the namespace is not (yet) known to the cache.
     fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
 
@@ -61,7 +71,7 @@ pub trait NamespaceLabels: Send + Sync {
 
 /// Used when there is no cluster: only the labels given on the command line, or none.
 #[derive(Default)]
-pub struct StaticNamespaces(pub BTreeMap<String, BTreeMap<String, String>>);
+pub(crate) struct StaticNamespaces(pub(crate) BTreeMap<String, BTreeMap<String, String>>);
 
 impl NamespaceLabels for StaticNamespaces {
     fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
@@ -85,35 +95,35 @@ pub trait SecretEnsurer: Send + Sync {
 
 /// What the watch caches know about the Secrets the policy names (no I/O): the summary
 /// computed when the Secret arrived, for the admission warning.
-pub trait PullSecretFacts: Send + Sync {
+pub(crate) trait PullSecretFacts: Send + Sync {
     /// The Secret `namespace/name`, if it is cached.
     fn facts(&self, namespace: &str, name: &str) -> Option<Arc<crate::diagnose::SecretFacts>>;
 }
 
 /// Readiness conditions by component, with a human-readable detail for /readyz.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     conditions: Mutex<BTreeMap<String, Result<String, String>>>,
 }
 
 impl Health {
     /// Registers a component that must become ready before /readyz says ok.
-    pub fn pending(&self, component: &str, detail: &str) {
+    pub(crate) fn pending(&self, component: &str, detail: &str) {
         self.lock()
             .insert(component.to_string(), Err(detail.to_string()));
     }
 
-    pub fn ready(&self, component: &str, detail: impl Into<String>) {
+    pub(crate) fn ready(&self, component: &str, detail: impl Into<String>) {
         self.lock().insert(component.to_string(), Ok(detail.into()));
     }
 
-    pub fn not_ready(&self, component: &str, detail: impl Into<String>) {
+    pub(crate) fn not_ready(&self, component: &str, detail: impl Into<String>) {
         self.lock()
             .insert(component.to_string(), Err(detail.into()));
     }
 
     /// (all ready, one line per component)
-    pub fn report(&self) -> (bool, Vec<String>) {
+    pub(crate) fn report(&self) -> (bool, Vec<String>) {
         let conditions = self.lock();
         let ok = conditions.values().all(Result::is_ok);
         let lines = conditions
@@ -135,16 +145,16 @@ impl Health {
 /// Shared state of the webhook's request path.
 #[derive(Clone)]
 pub struct AppState {
-    pub policy: Arc<PolicyStore>,
-    pub namespaces: Arc<dyn NamespaceLabels>,
+    pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) namespaces: Arc<dyn NamespaceLabels>,
     pub ensurer: Option<Arc<dyn SecretEnsurer>>,
     /// Cached Secret summaries (cluster side), for warnings about Secrets the kubelet would
     /// not use.
-    pub pull_secrets: Option<Arc<dyn PullSecretFacts>>,
+    pub(crate) pull_secrets: Option<Arc<dyn PullSecretFacts>>,
     pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
     /// Always excluded from injection.
-    pub webhook_namespace: String,
+    pub(crate) webhook_namespace: String,
     pub copy_deadline: Duration,
 }
 

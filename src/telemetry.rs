@@ -22,11 +22,7 @@ const QUEUED_LINES: usize = 4096;
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
-pub fn init(format: LogFormat) {
-    init_with_default(format, "info");
-}
-
-/// [`init`] with another filter than `info` when `RUST_LOG` is not set.
+/// Logging for the one-shot commands; `default_filter` applies when `RUST_LOG` is not set.
 pub fn init_with_default(format: LogFormat, default_filter: &str) {
     install(format, default_filter, std::io::stderr);
 }
@@ -48,7 +44,7 @@ pub fn init_serving(format: LogFormat, default_filter: &str) -> WorkerGuard {
 }
 
 /// Log lines dropped because the writer thread's queue was full (0 outside `serve`).
-pub fn dropped_log_lines() -> u64 {
+pub(crate) fn dropped_log_lines() -> u64 {
     DROPPED
         .get()
         .map_or(0, |counter| counter.dropped_lines() as u64)

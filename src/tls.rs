@@ -26,16 +26,16 @@ use thiserror::Error;
 use crate::metrics::Metrics;
 
 /// Protocols offered in ALPN, preferred first.
-pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+pub(crate) const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// File names written by `certs` and `serve --self-signed` (the names of a
 /// `kubernetes.io/tls` Secret plus the CA).
-pub const CA_FILE: &str = "ca.crt";
-pub const CERT_FILE: &str = "tls.crt";
-pub const KEY_FILE: &str = "tls.key";
+pub(crate) const CA_FILE: &str = "ca.crt";
+pub(crate) const CERT_FILE: &str = "tls.crt";
+pub(crate) const KEY_FILE: &str = "tls.key";
 
 #[derive(Debug, Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -72,7 +72,7 @@ pub enum TlsError {
 
 impl TlsError {
     /// Short label for logs and metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Self::Read { .. } | Self::Write { .. } => "io",
             Self::Changing { .. } => "changing",
@@ -90,9 +90,9 @@ impl TlsError {
 
 /// The PEM bytes of a certificate chain and its key, as read from disk.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PemPair {
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
+pub(crate) struct PemPair {
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Vec<u8>,
 }
 
 impl std::fmt::Debug for PemPair {
@@ -107,7 +107,7 @@ impl std::fmt::Debug for PemPair {
 impl PemPair {
     /// Reads both files. The certificate is read again after the key: if it changed in between,
     /// a swap was in progress and the read is reported as `Changing` rather than as a bad pair.
-    pub async fn read(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+    pub(crate) async fn read(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let cert = read(cert_path).await?;
         let key = read(key_path).await?;
         if read(cert_path).await? != cert {
@@ -119,7 +119,7 @@ impl PemPair {
     }
 
     /// Content hash of both files, to notice a change.
-    pub fn digest(&self) -> [u8; 32] {
+    pub(crate) fn digest(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update((self.cert.len() as u64).to_be_bytes());
         hasher.update(&self.cert);
@@ -138,27 +138,18 @@ async fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// A validated serving configuration and what identifies its certificate.
-pub struct Loaded {
-    pub config: Arc<ServerConfig>,
+pub(crate) struct Loaded {
+    pub(crate) config: Arc<ServerConfig>,
     /// SHA-256 of the leaf certificate (DER), lowercase hex.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// The leaf's notAfter, in seconds since the Unix epoch.
-    pub not_after: i64,
+    pub(crate) not_after: i64,
 }
 
 /// Parses and checks a pair, and builds the rustls configuration that serves it (ring provider,
-/// TLS 1.2 and 1.3, ALPN h2 and http/1.1).
-pub fn server_config(
-    pair: &PemPair,
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<Loaded, TlsError> {
-    server_config_for(pair, cert_path, key_path, &[], SystemTime::now())
-}
-
-/// Like [`server_config`], and the leaf must cover each of `names` (DNS names or IPs) and be
-/// valid at `now`.
-pub fn server_config_for(
+/// TLS 1.2 and 1.3, ALPN h2 and http/1.1); the leaf must cover each of `names` (DNS names or
+/// IPs) and be valid at `now`.
+pub(crate) fn server_config_for(
     pair: &PemPair,
     cert_path: &Path,
     key_path: &Path,
@@ -261,7 +252,7 @@ fn check_leaf(
 
 /// What one check of the certificate files did.
 #[derive(Debug)]
-pub enum ReloadOutcome {
+pub(crate) enum ReloadOutcome {
     Unchanged,
     Reloaded {
         fingerprint: String,
@@ -274,7 +265,7 @@ pub enum ReloadOutcome {
 }
 
 /// Watches a certificate and key file and swaps the served configuration when they change.
-pub struct CertReloader {
+pub(crate) struct CertReloader {
     cert_path: PathBuf,
     key_path: PathBuf,
     served: RustlsConfig,
@@ -282,19 +273,15 @@ pub struct CertReloader {
     last_seen: [u8; 32],
     /// Names the certificate must cover (`--tls-server-name`).
     names: Vec<String>,
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// notAfter of the pair in use (Unix seconds).
-    pub not_after: i64,
+    pub(crate) not_after: i64,
 }
 
 impl CertReloader {
-    /// Loads the pair once; failing here is a start-up error.
-    pub async fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Self, TlsError> {
-        Self::load_for(cert_path, key_path, Vec::new()).await
-    }
-
-    /// Like [`CertReloader::load`]; this pair and every later one must cover `names`.
-    pub async fn load_for(
+    /// Loads the pair once (failing here is a start-up error); this pair and every later one
+    /// must cover `names`.
+    pub(crate) async fn load_for(
         cert_path: PathBuf,
         key_path: PathBuf,
         names: Vec<String>,
@@ -313,16 +300,12 @@ impl CertReloader {
     }
 
     /// The configuration the listener serves; it follows every successful reload.
-    pub fn rustls_config(&self) -> RustlsConfig {
+    pub(crate) fn rustls_config(&self) -> RustlsConfig {
         self.served.clone()
     }
 
-    pub fn paths(&self) -> (&Path, &Path) {
-        (&self.cert_path, &self.key_path)
-    }
-
     /// Reads the files and, if their content changed, installs the new pair when it is valid.
-    pub async fn check(&mut self) -> ReloadOutcome {
+    pub(crate) async fn check(&mut self) -> ReloadOutcome {
         let pair = match PemPair::read(&self.cert_path, &self.key_path).await {
             Ok(pair) => pair,
             Err(TlsError::Changing { .. }) => return ReloadOutcome::InProgress,
@@ -355,7 +338,7 @@ impl CertReloader {
     }
 
     /// Runs `check` every `interval` forever, logging and counting the outcome.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         interval: Duration,
         metrics: Arc<Metrics>,
@@ -411,7 +394,7 @@ impl CertReloader {
 }
 
 /// The DNS names under which the API server reaches `service` in `namespace`.
-pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+pub(crate) fn service_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
         service.to_string(),
         format!("{service}.{namespace}"),
@@ -421,10 +404,10 @@ pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
 }
 
 /// A freshly made CA and a serving certificate it signed, in PEM.
-pub struct GeneratedCerts {
-    pub ca_cert: String,
-    pub cert: String,
-    pub key: String,
+pub(crate) struct GeneratedCerts {
+    pub(crate) ca_cert: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 impl std::fmt::Debug for GeneratedCerts {
@@ -435,7 +418,7 @@ impl std::fmt::Debug for GeneratedCerts {
 
 /// Generates a CA (valid ten times `days`) and a serving certificate for `names` (DNS names or
 /// IP addresses as SANs, serverAuth) valid `days` days. The CA key is not kept.
-pub fn generate(names: &[String], days: u32) -> Result<GeneratedCerts, TlsError> {
+pub(crate) fn generate(names: &[String], days: u32) -> Result<GeneratedCerts, TlsError> {
     let now = SystemTime::now();
     // Tolerate clocks of other machines that run a little behind.
     let not_before = now.checked_sub(Duration::from_secs(3600)).unwrap_or(now);
@@ -484,14 +467,14 @@ pub fn generate(names: &[String], days: u32) -> Result<GeneratedCerts, TlsError>
 
 /// Where `write` put the files.
 #[derive(Debug, Clone)]
-pub struct CertPaths {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct CertPaths {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// Writes ca.crt, tls.crt and tls.key into `dir` (created if needed); the key gets mode 0600.
-pub fn write(dir: &Path, certs: &GeneratedCerts) -> Result<CertPaths, TlsError> {
+pub(crate) fn write(dir: &Path, certs: &GeneratedCerts) -> Result<CertPaths, TlsError> {
     fs::create_dir_all(dir).map_err(|source| TlsError::Write {
         path: dir.to_path_buf(),
         source,
@@ -549,7 +532,13 @@ mod tests {
     }
 
     fn config(p: &PemPair) -> Result<Loaded, TlsError> {
-        server_config(p, Path::new("tls.crt"), Path::new("tls.key"))
+        server_config_for(
+            p,
+            Path::new("tls.crt"),
+            Path::new("tls.key"),
+            &[],
+            SystemTime::now(),
+        )
     }
 
     #[test]

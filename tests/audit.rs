@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use pullsecret_injector::cmd::audit::{ClusterFacts, audit};
+use pullsecret_injector::audit::{ClusterFacts, audit};
 use pullsecret_injector::k8s::content_hash;
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
@@ -221,7 +221,7 @@ fn cluster() -> (ClusterFacts, Policy) {
     (facts, policy)
 }
 
-fn codes(report: &pullsecret_injector::cmd::audit::AuditReport) -> BTreeSet<(String, String)> {
+fn codes(report: &pullsecret_injector::audit::AuditReport) -> BTreeSet<(String, String)> {
     report
         .findings
         .iter()

@@ -2,7 +2,7 @@
 //! read): ServiceAccounts a rule keeps its secret on but that do not list it, copies no rule
 //! gives their namespace any more, kept while something references them.
 
-use pullsecret_injector::cmd::audit::{ClusterFacts, audit};
+use pullsecret_injector::audit::{ClusterFacts, audit};
 use pullsecret_injector::policy::Policy;
 use serde_json::{Value, json};
 

@@ -874,5 +874,8 @@ async fn a_stalled_stderr_does_not_stall_8000_admissions_and_dropped_lines_are_c
         .metric("pullsecret_injector_log_lines_dropped_total")
         .await;
     println!("{REVIEWS} reviews answered with stderr unread; {dropped} log lines dropped");
-    assert!(dropped > 0.0, "the unread pipe and the queue cannot hold {REVIEWS} lines");
+    assert!(
+        dropped > 0.0,
+        "the unread pipe and the queue cannot hold {REVIEWS} lines"
+    );
 }

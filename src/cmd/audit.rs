@@ -16,15 +16,10 @@ use crate::cmd::policy_input::{PolicyInputError, api_message, load_policy};
 use crate::dockerconfig::{Severity, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 use crate::policy::Policy;
 
-pub use crate::audit::{
-    AuditFinding, AuditReport, ClusterFacts, SecretSummary, audit, audit_at, sample_target,
-};
-pub use crate::k8s::{ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY};
-/// Objects per list request.
-const LIST_PAGE: u32 = 500;
+use crate::audit::{AuditReport, ClusterFacts, audit};
 
 #[derive(Debug, Error)]
-pub enum AuditError {
+pub(crate) enum AuditError {
     #[error("{0}")]
     Connect(String),
     #[error("cannot {what}: {message}")]
@@ -75,19 +70,9 @@ async fn list_all<K>(api: &Api<K>, params: ListParams, what: &str) -> Result<Vec
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let mut items = Vec::new();
-    let mut params = params.limit(LIST_PAGE);
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(|e| api_error(format!("list {what}"), e))?;
-        items.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(items),
-        }
-    }
+    crate::cmd::list::list_all(api, params)
+        .await
+        .map_err(|e| api_error(format!("list {what}"), e))
 }
 
 async fn gather(

@@ -10,7 +10,7 @@ use crate::cmd::output;
 use crate::policy::{Policy, PolicyError, PolicyProblem};
 
 /// Reads and compiles a policy file (`-` is stdin); the outer error is an unreadable file.
-pub fn read_policy(path: &Path) -> anyhow::Result<Result<Policy, PolicyError>> {
+pub(crate) fn read_policy(path: &Path) -> anyhow::Result<Result<Policy, PolicyError>> {
     let origin = output::origin(path);
     let bytes = output::read_bytes(path).with_context(|| format!("reading {origin}"))?;
     let text = String::from_utf8(bytes).with_context(|| format!("{origin} is not UTF-8"))?;
@@ -18,7 +18,7 @@ pub fn read_policy(path: &Path) -> anyhow::Result<Result<Policy, PolicyError>> {
 }
 
 /// Reads a policy for a command that needs a valid one: problems go to stderr, exit code 2.
-pub fn require_policy(path: &Path) -> anyhow::Result<Result<Policy, ExitCode>> {
+pub(crate) fn require_policy(path: &Path) -> anyhow::Result<Result<Policy, ExitCode>> {
     Ok(read_policy(path)?.map_err(|PolicyError(problems)| {
         for problem in problems {
             eprintln!("{problem}");

@@ -35,9 +35,6 @@ use crate::policy::Policy;
 use crate::reference::ImageRef;
 use crate::registry::{BasicAuth, ClientOptions, Outcome, RegistryClient, Target};
 
-/// Pods per list request in `diagnose namespace`.
-const LIST_PAGE: u32 = 500;
-
 #[derive(Debug, Error)]
 pub(crate) enum DiagnoseError {
     #[error("cannot connect to the cluster: {0}")]
@@ -648,19 +645,9 @@ async fn namespace(args: DiagnoseNamespaceArgs) -> Result<ExitCode, DiagnoseErro
     let namespace = args.namespace.clone();
     let policy = load_policy(options, &client).await?;
     let api = Api::<Pod>::namespaced(client.clone(), &namespace);
-    let mut pods = Vec::new();
-    let mut params = ListParams::default().limit(LIST_PAGE);
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(|e| api_error(format!("list Pods in {namespace}"), e))?;
-        pods.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break,
-        }
-    }
+    let mut pods = crate::cmd::list::list_all(&api, ListParams::default())
+        .await
+        .map_err(|e| api_error(format!("list Pods in {namespace}"), e))?;
     pods.retain(|p| args.all || pull_failing(p));
     pods.sort_by_key(|p| p.metadata.name.clone());
     let events = if pods.is_empty() {

@@ -23,7 +23,7 @@ pub fn error_chain(err: &anyhow::Error) -> String {
 }
 
 /// `value` as pretty JSON or as YAML, with a trailing newline.
-pub fn render(value: &impl Serialize, yaml: bool) -> Result<String, String> {
+pub(crate) fn render(value: &impl Serialize, yaml: bool) -> Result<String, String> {
     if yaml {
         serde_saphyr::to_string_with_options(
             value,
@@ -39,7 +39,7 @@ pub fn render(value: &impl Serialize, yaml: bool) -> Result<String, String> {
 }
 
 /// A file's bytes, or stdin's for `-`.
-pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf)?;
@@ -50,7 +50,7 @@ pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// How a path given on the command line is named in messages (`stdin` for `-`).
-pub fn origin(path: &Path) -> String {
+pub(crate) fn origin(path: &Path) -> String {
     if path.as_os_str() == "-" {
         "stdin".to_string()
     } else {

@@ -7,18 +7,16 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use thiserror::Error;
 
+use crate::k8s::POLICY_KEY;
 use crate::policy::Policy;
 
-/// Key of the policy document in its ConfigMap.
-const POLICY_KEY: &str = "policy.yaml";
-
 #[derive(Debug, Error)]
-pub enum PolicyInputError {
+pub(crate) enum PolicyInputError {
     #[error("cannot read {path}: {message}")]
     ReadPolicy { path: String, message: String },
     #[error("--policy-configmap must be NAMESPACE/NAME, got {0:?}")]
     ConfigMapRef(String),
-    #[error("ConfigMap {0} has no key `policy.yaml`")]
+    #[error("ConfigMap {0} has no key `{key}`", key = POLICY_KEY)]
     NoPolicyKey(String),
     #[error("cannot read ConfigMap {reference}: {message}")]
     Api { reference: String, message: String },

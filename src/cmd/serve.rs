@@ -209,25 +209,25 @@ fn fresh_temp_dir() -> anyhow::Result<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 
 /// What the cluster side gets from `serve`.
-pub struct ClusterWiring {
-    /// Where a ConfigMap policy is installed (`PolicyStore::set`, then `metrics.policy_generation`).
-    pub policy: Arc<PolicyStore>,
+pub(crate) struct ClusterWiring {
+    /// Where a ConfigMap policy is installed (`PolicyStore::install`).
+    pub(crate) policy: Arc<PolicyStore>,
     /// Readiness: the cluster side registers its components (`pending`, then `ready`).
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
-    pub webhook_namespace: String,
+    pub(crate) health: Arc<Health>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) webhook_namespace: String,
     /// `--policy-configmap`: the ConfigMap (key `policy.yaml`) in `webhook_namespace` to watch.
-    pub policy_configmap: Option<String>,
+    pub(crate) policy_configmap: Option<String>,
     /// `--prune-grace`, or `None` with `--no-prune`.
-    pub prune_grace: Option<Duration>,
+    pub(crate) prune_grace: Option<Duration>,
 }
 
 /// What the cluster side gives the request path.
-pub struct ClusterParts {
-    pub namespaces: Arc<dyn NamespaceLabels>,
-    pub ensurer: Arc<dyn SecretEnsurer>,
+pub(crate) struct ClusterParts {
+    pub(crate) namespaces: Arc<dyn NamespaceLabels>,
+    pub(crate) ensurer: Arc<dyn SecretEnsurer>,
     /// Its watches and retry queue, stopped on shutdown.
-    pub cluster: crate::k8s::Cluster,
+    pub(crate) cluster: crate::k8s::Cluster,
 }
 
 /// `Ok(parts)` when the cluster side runs, `Err(reason)` when the server runs without a cluster.
@@ -329,10 +329,7 @@ impl PolicyFile {
         match Policy::parse(&text, &origin) {
             Ok(policy) => {
                 let rules = policy.rules.len();
-                let generation = self.store.set(policy);
-                self.metrics
-                    .policy_generation
-                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
+                let generation = self.store.install(policy, &self.metrics);
                 self.health
                     .ready("policy", format!("generation {generation} from {origin}"));
                 tracing::info!(file = %origin, generation, rules, "policy loaded");

@@ -13,7 +13,7 @@ use super::{KEY_DOCKERCFG, KEY_DOCKERCONFIGJSON, TYPE_DOCKERCFG, TYPE_DOCKERCONF
 /// Which of the two formats a config is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub(crate) enum Format {
     /// `{"auths": {...}}` (`.dockerconfigjson`, `~/.docker/config.json`).
     DockerConfigJson,
     /// The bare registry map (`.dockercfg`).
@@ -21,13 +21,13 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn data_key(self) -> &'static str {
+    pub(crate) fn data_key(self) -> &'static str {
         match self {
             Format::DockerConfigJson => KEY_DOCKERCONFIGJSON,
             Format::DockerCfg => KEY_DOCKERCFG,
         }
     }
-    pub fn secret_type(self) -> &'static str {
+    pub(crate) fn secret_type(self) -> &'static str {
         match self {
             Format::DockerConfigJson => TYPE_DOCKERCONFIGJSON,
             Format::DockerCfg => TYPE_DOCKERCFG,
@@ -37,10 +37,10 @@ impl Format {
 
 /// The credential the kubelet keeps for one `auths` entry.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Credential {
-    pub username: String,
-    pub password: String,
-    pub email: String,
+pub(crate) struct Credential {
+    pub(crate) username: String,
+    pub(crate) password: String,
+    pub(crate) email: String,
 }
 
 impl fmt::Debug for Credential {
@@ -54,48 +54,48 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.username.is_empty() && self.password.is_empty()
     }
 }
 
 /// What the decoder noticed about one entry, beyond the credential.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EntryFacts {
+pub(crate) struct EntryFacts {
     /// A non-empty `auth` was present and used.
-    pub used_auth: bool,
+    pub(crate) used_auth: bool,
     /// `auth` decodes to a username different from a non-empty `username` field.
-    pub auth_overrides_username: bool,
+    pub(crate) auth_overrides_username: bool,
     /// `auth` decodes to a password different from a non-empty `password` field.
-    pub auth_overrides_password: bool,
+    pub(crate) auth_overrides_password: bool,
     /// Token fields the kubelet does not read (`identitytoken`, `registrytoken`).
-    pub token_fields: Vec<String>,
+    pub(crate) token_fields: Vec<String>,
     /// Field names the kubelet accepted only case-insensitively, as written.
-    pub folded_fields: Vec<String>,
+    pub(crate) folded_fields: Vec<String>,
     /// Fields given more than once (the last one wins).
-    pub duplicate_fields: Vec<String>,
+    pub(crate) duplicate_fields: Vec<String>,
 }
 
 /// One `auths` entry as decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthEntry {
-    pub key: String,
-    pub credential: Credential,
-    pub facts: EntryFacts,
+pub(crate) struct AuthEntry {
+    pub(crate) key: String,
+    pub(crate) credential: Credential,
+    pub(crate) facts: EntryFacts,
 }
 
 /// A decode failure: the kubelet would refuse the whole keyring.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeProblem {
+pub(crate) struct DecodeProblem {
     /// The `auths` key concerned, if any.
-    pub registry: Option<String>,
-    pub kind: DecodeProblemKind,
-    pub message: String,
+    pub(crate) registry: Option<String>,
+    pub(crate) kind: DecodeProblemKind,
+    pub(crate) message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum DecodeProblemKind {
+pub(crate) enum DecodeProblemKind {
     /// Not JSON at all.
     InvalidJson,
     /// A field has the wrong JSON type.
@@ -108,37 +108,37 @@ pub enum DecodeProblemKind {
 
 /// A config as the kubelet decodes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DockerConfig {
+pub(crate) struct DockerConfig {
     /// Entries the kubelet adds to its keyring, in document order (a repeated key keeps its
     /// first position and its last value).
-    pub entries: Vec<AuthEntry>,
+    pub(crate) entries: Vec<AuthEntry>,
     /// How the `auths` field was written, when present (`.dockerconfigjson` only).
-    pub auths_field: Vec<String>,
+    pub(crate) auths_field: Vec<String>,
     /// The top level is JSON `null` (accepted, contributes nothing).
-    pub top_level_null: bool,
+    pub(crate) top_level_null: bool,
     /// Top-level keys of a `.dockerconfigjson` other than `auths` and `HttpHeaders`.
-    pub other_fields: Vec<String>,
+    pub(crate) other_fields: Vec<String>,
     /// `credsStore` helper name, if the config has one.
-    pub creds_store: Option<String>,
+    pub(crate) creds_store: Option<String>,
     /// `credHelpers`: registry -> helper name.
-    pub cred_helpers: Vec<(String, String)>,
+    pub(crate) cred_helpers: Vec<(String, String)>,
     /// In a `.dockercfg`: a top-level `auths` key holding an object (a config.json in the
     /// wrong format).
-    pub auths_key_in_dockercfg: bool,
+    pub(crate) auths_key_in_dockercfg: bool,
     /// Problems that make the kubelet reject the config.
-    pub problems: Vec<DecodeProblem>,
+    pub(crate) problems: Vec<DecodeProblem>,
 }
 
 impl DockerConfig {
     /// The kubelet would fail every pull of a Pod that lists this config.
-    pub fn is_broken(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         !self.problems.is_empty()
     }
 }
 
 /// Decodes `bytes` in `format` as the kubelet does, collecting every problem rather than
 /// stopping at the first.
-pub fn decode(bytes: &[u8], format: Format) -> DockerConfig {
+pub(crate) fn decode(bytes: &[u8], format: Format) -> DockerConfig {
     let mut config = DockerConfig::default();
     let value: Json = match serde_json::from_slice(bytes) {
         Ok(v) => v,
@@ -336,7 +336,7 @@ fn decode_entry(key: &str, value: &Json) -> Result<(Credential, EntryFacts), Vec
 
 /// Why an `auth` value does not decode. Never carries the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("`auth` is not valid base64 (standard alphabet; padded if it ends with `=`)")]
     NotBase64,
     #[error("`auth` decodes to text without `:`, so it is not user:password")]
@@ -345,7 +345,7 @@ pub enum AuthError {
 
 /// `decodeDockerConfigFieldAuth`: padded standard base64 if the trimmed value ends with `=`,
 /// unpadded otherwise; then split at the first `:`.
-pub fn decode_auth(value: &str) -> Result<(String, String), AuthError> {
+pub(crate) fn decode_auth(value: &str) -> Result<(String, String), AuthError> {
     let engine = if value.trim().ends_with('=') {
         &GO_STD
     } else {

@@ -10,20 +10,20 @@ use super::{Format, TYPE_DOCKERCFG, TYPE_DOCKERCONFIGJSON};
 
 /// A Secret as read from a manifest or the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretDoc {
-    pub name: String,
-    pub namespace: Option<String>,
+pub(crate) struct SecretDoc {
+    pub(crate) name: String,
+    pub(crate) namespace: Option<String>,
     /// `type`, `Opaque` when absent (the API server's default).
-    pub secret_type: String,
+    pub(crate) secret_type: String,
     /// `data` decoded, with `stringData` merged over it.
-    pub data: BTreeMap<String, Vec<u8>>,
+    pub(crate) data: BTreeMap<String, Vec<u8>>,
     /// `data` keys whose value is not base64 (the API server rejects the manifest).
-    pub undecodable: Vec<String>,
+    pub(crate) undecodable: Vec<String>,
 }
 
 impl SecretDoc {
     /// From an API object.
-    pub fn from_k8s(secret: &k8s_openapi::api::core::v1::Secret) -> Self {
+    pub(crate) fn from_k8s(secret: &k8s_openapi::api::core::v1::Secret) -> Self {
         let mut data: BTreeMap<String, Vec<u8>> = secret
             .data
             .iter()
@@ -43,7 +43,7 @@ impl SecretDoc {
     }
 
     /// What the kubelet reads from this Secret: `(format, bytes)` or nothing.
-    pub fn kubelet_config(&self) -> Option<(Format, &[u8])> {
+    pub(crate) fn kubelet_config(&self) -> Option<(Format, &[u8])> {
         let pick = |format: Format| {
             self.data
                 .get(format.data_key())
@@ -60,14 +60,14 @@ impl SecretDoc {
 
 /// One input document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Document {
+pub(crate) struct Document {
     /// How findings name it: `Secret ns/name`, `docker config`, `document 3`.
-    pub label: String,
-    pub content: Content,
+    pub(crate) label: String,
+    pub(crate) content: Content,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
+pub(crate) enum Content {
     Secret(SecretDoc),
     /// A bare docker config (`config.json` or `.dockercfg` map).
     DockerConfig {
@@ -82,7 +82,7 @@ pub enum Content {
 
 impl Document {
     /// What the kubelet would read: `(format, bytes)` or nothing.
-    pub fn kubelet_config(&self) -> Option<(Format, &[u8])> {
+    pub(crate) fn kubelet_config(&self) -> Option<(Format, &[u8])> {
         match &self.content {
             Content::Secret(secret) => secret.kubelet_config(),
             Content::DockerConfig { format, bytes } => Some((*format, bytes.as_slice())),
@@ -93,7 +93,7 @@ impl Document {
 
 /// The input cannot be used at all.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum InputError {
+pub(crate) enum InputError {
     #[error("the input is empty")]
     Empty,
     #[error("the input is neither JSON nor YAML{0}")]
@@ -104,7 +104,7 @@ pub enum InputError {
 
 /// Reads Secret manifests (YAML or JSON, several documents, `List`s) or a bare docker
 /// config.
-pub fn parse_documents(text: &str) -> Result<Vec<Document>, InputError> {
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<Document>, InputError> {
     if text.trim().is_empty() {
         return Err(InputError::Empty);
     }

@@ -26,7 +26,7 @@ pub(super) const GO_RAW_STD: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Standard padded base64, as kubectl writes `auth` and Secret `data`.
-pub fn encode_std(bytes: &[u8]) -> String {
+pub(crate) fn encode_std(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -37,14 +37,14 @@ pub(super) fn go_decode(engine: &GeneralPurpose, value: &str) -> Option<Vec<u8>>
 }
 
 /// Secret `data` values: standard padded base64 (Go `[]byte` JSON decoding).
-pub fn decode_secret_data(value: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_secret_data(value: &str) -> Option<Vec<u8>> {
     go_decode(&GO_STD, value)
 }
 
 /// A JSON value that keeps object members in document order, duplicates included, since
 /// Go's decoder sees every member in order and lets the last one win.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
+pub(crate) enum Json {
     Null,
     Bool(bool),
     Number,

@@ -7,18 +7,18 @@ use crate::keyring::Keyring;
 
 /// A credential in a keyring, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourcedCredential {
+pub(crate) struct SourcedCredential {
     /// The document label (`Secret ns/name`).
-    pub source: String,
-    pub credential: Credential,
+    pub(crate) source: String,
+    pub(crate) credential: Credential,
 }
 
 /// A config the kubelet would reject; a Pod listing it fails every pull.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{source_label}: {}", .problems.iter().map(describe_problem).collect::<Vec<_>>().join("; "))]
-pub struct BrokenConfig {
-    pub source_label: String,
-    pub problems: Vec<DecodeProblem>,
+pub(crate) struct BrokenConfig {
+    pub(crate) source_label: String,
+    pub(crate) problems: Vec<DecodeProblem>,
 }
 
 fn describe_problem(p: &DecodeProblem) -> String {
@@ -31,7 +31,10 @@ fn describe_problem(p: &DecodeProblem) -> String {
 impl DockerConfig {
     /// The keyring the kubelet builds from this one config, each entry carrying what
     /// `credential` makes of it.
-    pub fn keyring<C>(&self, mut credential: impl FnMut(usize, &AuthEntry) -> C) -> Keyring<C> {
+    pub(crate) fn keyring<C>(
+        &self,
+        mut credential: impl FnMut(usize, &AuthEntry) -> C,
+    ) -> Keyring<C> {
         let mut ring = Keyring::new();
         ring.extend(
             self.entries
@@ -44,7 +47,9 @@ impl DockerConfig {
 }
 
 /// The keyring a Pod listing every document (in order) as `imagePullSecrets` would get.
-pub fn build_keyring(docs: &[Document]) -> Result<Keyring<SourcedCredential>, Vec<BrokenConfig>> {
+pub(crate) fn build_keyring(
+    docs: &[Document],
+) -> Result<Keyring<SourcedCredential>, Vec<BrokenConfig>> {
     let mut ring = Keyring::new();
     let mut broken = Vec::new();
     for doc in docs {
@@ -77,7 +82,7 @@ pub fn build_keyring(docs: &[Document]) -> Result<Keyring<SourcedCredential>, Ve
 }
 
 /// A registry key for display: userinfo (`https://user:pass@host`) is removed.
-pub fn display_key(key: &str) -> String {
+pub(crate) fn display_key(key: &str) -> String {
     let (scheme, rest) = match key.find("://") {
         Some(i) => key.split_at(i + 3),
         None => ("", key),

@@ -26,20 +26,20 @@ pub enum Severity {
 
 /// One problem, phrased as what the kubelet would do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
+pub(crate) struct Finding {
+    pub(crate) severity: Severity,
     /// Stable short name for scripts.
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     /// The document (`Secret ns/name`, `docker config`).
-    pub source: String,
+    pub(crate) source: String,
     /// The `auths` key concerned, userinfo redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry: Option<String>,
-    pub message: String,
+    pub(crate) registry: Option<String>,
+    pub(crate) message: String,
 }
 
 /// Lints every document and the keyring they form together.
-pub fn lint(docs: &[Document]) -> Vec<Finding> {
+pub(crate) fn lint(docs: &[Document]) -> Vec<Finding> {
     let mut out = Vec::new();
     // (source, key, index key) of every entry the kubelet would add, for cross-document checks.
     let mut added: Vec<(String, String, String)> = Vec::new();

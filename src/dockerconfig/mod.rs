@@ -18,22 +18,23 @@ mod keyring;
 mod lint;
 mod render;
 
-pub use decode::{
-    AuthEntry, AuthError, Credential, DecodeProblem, DecodeProblemKind, DockerConfig, EntryFacts,
-    Format, decode, decode_auth,
+pub(crate) use decode::{
+    AuthEntry, Credential, DecodeProblem, DecodeProblemKind, DockerConfig, Format, decode,
 };
-pub use documents::{Content, Document, InputError, SecretDoc, parse_documents};
-pub use go::{Json, decode_secret_data, encode_std};
-pub use keyring::{BrokenConfig, SourcedCredential, build_keyring, display_key};
-pub(crate) use lint::hub_pitfall;
-pub use lint::{Finding, Severity, lint};
-pub use render::{NewEntry, encode_auth, render_config};
+pub(crate) use documents::{Content, Document, InputError, SecretDoc, parse_documents};
+pub(crate) use go::encode_std;
+pub(crate) use keyring::{BrokenConfig, SourcedCredential, build_keyring, display_key};
+pub(crate) use lint::{Severity, hub_pitfall, lint};
+pub(crate) use render::{NewEntry, render_config};
+// The token minter's tests check the `auth` field it writes against the one encoder.
+#[cfg(test)]
+pub(crate) use render::encode_auth;
 
-pub const TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
-pub const TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
-pub const KEY_DOCKERCONFIGJSON: &str = ".dockerconfigjson";
-pub const KEY_DOCKERCFG: &str = ".dockercfg";
+pub(crate) const TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
+pub(crate) const TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
+pub(crate) const KEY_DOCKERCONFIGJSON: &str = ".dockerconfigjson";
+pub(crate) const KEY_DOCKERCFG: &str = ".dockercfg";
 /// kubectl's default server key for Docker Hub.
-pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+pub(crate) const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// The only index key the kubelet's Docker Hub fallback looks at.
-pub const DOCKER_HUB_FALLBACK_INDEX_KEY: &str = crate::keyring::DEFAULT_REGISTRY_KEY;
+pub(crate) const DOCKER_HUB_FALLBACK_INDEX_KEY: &str = crate::keyring::DEFAULT_REGISTRY_KEY;

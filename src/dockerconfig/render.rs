@@ -6,22 +6,22 @@ use super::Format;
 use super::go::encode_std;
 
 /// kubectl's `auth`: padded standard base64 of `user:password`.
-pub fn encode_auth(username: &str, password: &str) -> String {
+pub(crate) fn encode_auth(username: &str, password: &str) -> String {
     encode_std(format!("{username}:{password}").as_bytes())
 }
 
 /// One registry entry in kubectl's shape.
 #[derive(Debug, Clone)]
-pub struct NewEntry {
-    pub server: String,
-    pub username: String,
-    pub password: String,
-    pub email: Option<String>,
+pub(crate) struct NewEntry {
+    pub(crate) server: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
+    pub(crate) email: Option<String>,
 }
 
 /// Serializes entries in kubectl's shape (`username`, `password`, `email` if given, `auth`,
 /// in that order), wrapped in `auths` for `.dockerconfigjson`.
-pub fn render_config(entries: &[NewEntry], format: Format) -> String {
+pub(crate) fn render_config(entries: &[NewEntry], format: Format) -> String {
     #[derive(Serialize)]
     struct EntryOut<'a> {
         username: &'a str,

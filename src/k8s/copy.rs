@@ -140,7 +140,7 @@ pub(crate) fn managed_metadata(
 }
 
 /// Whether we manage this Secret (only then may we write it).
-pub fn is_managed(secret: &Secret) -> bool {
+pub(crate) fn is_managed(secret: &Secret) -> bool {
     secret
         .metadata
         .labels

@@ -23,38 +23,39 @@ use tokio::task::JoinHandle;
 use crate::metrics::Metrics;
 use crate::state::{Health, NamespaceLabels, PolicyStore, PullSecretFacts, SecretEnsurer};
 
+pub(crate) use copy::is_managed;
 pub use copy::{
     ANNOTATION_SOURCE, ANNOTATION_SOURCE_HASH, LABEL_MANAGED_BY, MANAGED_BY, content_hash,
-    is_managed,
 };
+pub(crate) use policy_source::POLICY_KEY;
 
 /// On a token Secret: when its credential stops working (RFC 3339), written by the minter and
 /// read by `diagnose`, the admission warnings and the refresher.
-pub use crate::expiry::ANNOTATION_EXPIRES_AT;
+pub(crate) use crate::expiry::ANNOTATION_EXPIRES_AT;
 /// On a token Secret: when its credential was minted (RFC 3339); with the expiry, the lifetime.
-pub const ANNOTATION_MINTED_AT: &str = "pullsecret-injector.io/minted-at";
+pub(crate) const ANNOTATION_MINTED_AT: &str = "pullsecret-injector.io/minted-at";
 /// On a token Secret: which kind of token source fills it (`ecr`, `google`, `azure`).
-pub const ANNOTATION_TOKEN_SOURCE: &str = "pullsecret-injector.io/token-source";
+pub(crate) const ANNOTATION_TOKEN_SOURCE: &str = "pullsecret-injector.io/token-source";
 /// On a token Secret: what it was minted for (region, registries); another value is re-minted.
-pub const ANNOTATION_TOKEN_CONFIG: &str = "pullsecret-injector.io/token-config";
+pub(crate) const ANNOTATION_TOKEN_CONFIG: &str = "pullsecret-injector.io/token-config";
 
 /// How the cluster side is set up.
 #[derive(Debug, Clone)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     /// The webhook's own namespace (where the policy ConfigMap lives).
-    pub webhook_namespace: String,
+    pub(crate) webhook_namespace: String,
     /// Watch this ConfigMap (key `policy.yaml`) for the policy; `None` when the policy comes
     /// from a file.
-    pub policy_configmap: Option<String>,
+    pub(crate) policy_configmap: Option<String>,
     /// Names this replica in Events (the Pod name, from `POD_NAME`, when set).
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// How long a copy no rule gives its namespace waits before it is deleted; `None`: copies
     /// are never deleted.
-    pub prune_grace: Option<Duration>,
+    pub(crate) prune_grace: Option<Duration>,
 }
 
 impl ClusterConfig {
-    pub fn new(webhook_namespace: &str, policy_configmap: Option<String>) -> Self {
+    pub(crate) fn new(webhook_namespace: &str, policy_configmap: Option<String>) -> Self {
         Self {
             webhook_namespace: webhook_namespace.to_string(),
             policy_configmap,
@@ -65,13 +66,13 @@ impl ClusterConfig {
 }
 
 /// `serve --prune-grace` default: long enough that a policy edit undone at once deletes nothing.
-pub const DEFAULT_PRUNE_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_PRUNE_GRACE: Duration = Duration::from_secs(30);
 
 /// The running cluster side: what `AppState` needs, and the tasks to stop on shutdown.
-pub struct Cluster {
-    pub namespaces: Arc<dyn NamespaceLabels>,
-    pub ensurer: Arc<dyn SecretEnsurer>,
-    pub pull_secrets: Arc<dyn PullSecretFacts>,
+pub(crate) struct Cluster {
+    pub(crate) namespaces: Arc<dyn NamespaceLabels>,
+    pub(crate) ensurer: Arc<dyn SecretEnsurer>,
+    pub(crate) pull_secrets: Arc<dyn PullSecretFacts>,
     tasks: Vec<JoinHandle<()>>,
     secrets: Arc<secrets::SecretCaches>,
 }
@@ -79,7 +80,7 @@ pub struct Cluster {
 impl Cluster {
     /// Stops every watch and background task. (Dropping a `Cluster` leaves them running: the
     /// request path holds the caches they feed.)
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         for task in &self.tasks {
             task.abort();
         }
@@ -94,7 +95,7 @@ impl Cluster {
 /// Starts the watches (policy ConfigMap if configured, namespaces, one per policy secret
 /// name) and the copy reconciler. Returns at once; readiness is reported through `health`
 /// (components `policy`, `namespaces`, `secrets`).
-pub async fn start(
+pub(crate) async fn start(
     client: kube::Client,
     config: ClusterConfig,
     policy: Arc<PolicyStore>,

@@ -15,15 +15,17 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::{Health, PolicyStore};
 
+/// Key of the policy document in its ConfigMap: `serve` watches it, `audit` and `diagnose`
+/// read it once.
 pub(crate) const POLICY_KEY: &str = "policy.yaml";
 
 pub(crate) struct ConfigMapPolicy {
-    pub client: kube::Client,
-    pub namespace: String,
-    pub name: String,
-    pub policy: Arc<PolicyStore>,
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) client: kube::Client,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl ConfigMapPolicy {
@@ -99,10 +101,7 @@ impl ConfigMapPolicy {
         match result {
             Ok(policy) => {
                 let rules = policy.rules.len();
-                let generation = self.policy.set(policy);
-                self.metrics
-                    .policy_generation
-                    .set(i64::try_from(generation).unwrap_or(i64::MAX));
+                let generation = self.policy.install(policy, &self.metrics);
                 info!(configmap = %origin, %resource_version, generation, rules, "policy loaded");
                 self.health.ready(
                     "policy",

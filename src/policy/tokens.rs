@@ -11,15 +11,15 @@ use super::{Problems, dns_subdomain};
 
 /// A validated token source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenSource {
+pub(crate) struct TokenSource {
     /// Secret name in the source namespace.
-    pub secret: String,
-    pub provider: TokenProvider,
+    pub(crate) secret: String,
+    pub(crate) provider: TokenProvider,
 }
 
 /// Which cloud mints the credential, and for what.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenProvider {
+pub(crate) enum TokenProvider {
     /// ECR `GetAuthorizationToken` in `region`; `registry_ids` empty = the caller's account.
     Ecr {
         region: String,
@@ -33,7 +33,7 @@ pub enum TokenProvider {
 
 impl TokenProvider {
     /// Short name used in the Secret's annotation, metrics and messages.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             TokenProvider::Ecr { .. } => "ecr",
             TokenProvider::Google { .. } => "google",
@@ -43,7 +43,7 @@ impl TokenProvider {
 
     /// What is wrong with a provider given outside a policy (`secret create --from-*`), in the
     /// words `check` uses.
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         match self {
             TokenProvider::Ecr {
@@ -79,7 +79,7 @@ impl TokenProvider {
 
     /// A stable text of what is minted: a Secret minted for another configuration (region,
     /// registries) is not fresh for this one.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         match self {
             TokenProvider::Ecr {
                 region,

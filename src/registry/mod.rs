@@ -27,10 +27,10 @@ pub(crate) const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
     /// `host[:port]` of the registry API (Docker Hub mapped to `registry-1.docker.io`).
-    pub host: String,
-    pub repository: String,
+    pub(crate) host: String,
+    pub(crate) repository: String,
     /// Tag or digest; `latest` when the image names neither.
-    pub reference: String,
+    pub(crate) reference: String,
 }
 
 impl Target {
@@ -57,10 +57,10 @@ impl Target {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClientOptions {
     /// Extra PEM roots (`--ca-file`).
-    pub ca_pem: Option<Vec<u8>>,
-    pub insecure_skip_tls_verify: bool,
-    pub plain_http: bool,
-    pub timeout: Option<Duration>,
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub(crate) insecure_skip_tls_verify: bool,
+    pub(crate) plain_http: bool,
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Error)]
@@ -74,8 +74,8 @@ pub(crate) enum ClientError {
 /// Basic credentials for the registry or its token realm.
 #[derive(Clone)]
 pub(crate) struct BasicAuth {
-    pub username: String,
-    pub password: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -213,9 +213,9 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Challenge {
     /// Lower-cased scheme (`basic`, `bearer`).
-    pub scheme: String,
+    pub(crate) scheme: String,
     /// Parameter names lower-cased, values unquoted.
-    pub params: Vec<(String, String)>,
+    pub(crate) params: Vec<(String, String)>,
 }
 
 impl Challenge {
@@ -225,6 +225,16 @@ impl Challenge {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Every challenge of a response: each `WWW-Authenticate` header may carry several.
+fn challenges(headers: &header::HeaderMap) -> Vec<Challenge> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect()
 }
 
 /// Parses a `WWW-Authenticate` value (RFC 7235): one or more challenges, each a scheme and
@@ -361,13 +371,7 @@ impl RegistryClient {
                 return Outcome::Other { detail };
             }
         }
-        let challenges = ping
-            .headers()
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(parse_challenges)
-            .collect::<Vec<_>>();
+        let challenges = challenges(ping.headers());
         if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
             self.bearer_flow(bearer, target, &manifest_url, auth).await
         } else if challenges.iter().any(|c| c.scheme == "basic") {
@@ -523,12 +527,8 @@ fn manifest_outcome(
         },
         StatusCode::NOT_FOUND => Outcome::ManifestNotFound { scheme },
         StatusCode::UNAUTHORIZED => {
-            let insufficient = resp
-                .headers()
-                .get_all(header::WWW_AUTHENTICATE)
+            let insufficient = challenges(resp.headers())
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(parse_challenges)
                 .any(|c| c.param("error") == Some("insufficient_scope"));
             if insufficient {
                 Outcome::NoAccess {

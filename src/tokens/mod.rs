@@ -35,11 +35,11 @@ use crate::state::BoxFuture;
 
 /// One registry credential as the kubelet will get it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credential {
+pub(crate) struct Credential {
     /// The docker config key (a registry host).
-    pub server: String,
-    pub username: String,
-    pub password: String,
+    pub(crate) server: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 impl std::fmt::Debug for Credential {
@@ -54,16 +54,21 @@ impl std::fmt::Debug for Credential {
 
 /// What one mint produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Minted {
-    pub credentials: Vec<Credential>,
-    pub minted_at: SystemTime,
+pub(crate) struct Minted {
+    pub(crate) credentials: Vec<Credential>,
+    pub(crate) minted_at: SystemTime,
     /// When the registry stops accepting the credential (as the provider says).
-    pub expires_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
 }
 
 /// Why a mint failed. The text names the service and the cause, never a token.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
-pub enum MintError {
+// A build without any cloud feature mints nothing: only `NotBuilt` is ever made.
+#[cfg_attr(
+    not(any(feature = "ecr", feature = "google", feature = "azure")),
+    allow(dead_code)
+)]
+pub(crate) enum MintError {
     /// No credentials were found for the workload (no IRSA / Workload Identity / key / metadata
     /// server).
     #[error("no cloud identity: {0}")]
@@ -77,19 +82,21 @@ pub enum MintError {
     /// The answer was not what the service documents.
     #[error("{service} answered something unexpected: {detail}")]
     BadResponse { service: String, detail: String },
-    /// This build has no support for the provider.
+    /// This build has no support for the provider (only a build without a cloud's feature).
+    #[cfg(not(all(feature = "ecr", feature = "google", feature = "azure")))]
     #[error("this build has no {0} support (cargo feature {0})")]
     NotBuilt(&'static str),
 }
 
 impl MintError {
     /// Short label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             MintError::NoIdentity(_) => "no_identity",
             MintError::Refused { .. } => "refused",
             MintError::Unreachable { .. } => "unreachable",
             MintError::BadResponse { .. } => "bad_response",
+            #[cfg(not(all(feature = "ecr", feature = "google", feature = "azure")))]
             MintError::NotBuilt(_) => "not_built",
         }
     }
@@ -97,14 +104,14 @@ impl MintError {
 
 /// Mints credentials for a token source. One instance per process: clients and the
 /// identity they resolved are reused between mints.
-pub trait Minter: Send + Sync {
+pub(crate) trait Minter: Send + Sync {
     fn mint<'a>(&'a self, provider: &'a TokenProvider) -> BoxFuture<'a, Result<Minted, MintError>>;
 }
 
 /// The minter of this build: each cloud whose feature is on, with the identity the
 /// environment gives the process.
 #[derive(Default)]
-pub struct CloudMinter {
+pub(crate) struct CloudMinter {
     #[cfg(feature = "ecr")]
     ecr: ecr::EcrMinter,
     #[cfg(feature = "google")]
@@ -114,7 +121,7 @@ pub struct CloudMinter {
 }
 
 impl CloudMinter {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 }
@@ -148,7 +155,7 @@ impl Minter for CloudMinter {
 
 /// RFC 3339 in UTC, seconds precision (`2026-12-01T20:30:00Z`): [`expiry::format_rfc3339`],
 /// the one writer of the instants our annotations carry.
-pub fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -157,7 +164,7 @@ pub fn rfc3339(at: SystemTime) -> String {
 }
 
 /// Parses what [`rfc3339`] (or another RFC 3339 writer) wrote, through [`expiry::parse_rfc3339`].
-pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let secs = u64::try_from(expiry::parse_rfc3339(text)?).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
@@ -174,7 +181,7 @@ pub(crate) fn jwt_expiry(token: &str) -> Option<SystemTime> {
 
 /// The token Secret for `minted`: `kubernetes.io/dockerconfigjson`, our label, annotations
 /// naming the source kind, its configuration, and when it was minted and expires.
-pub fn build_secret(
+pub(crate) fn build_secret(
     name: &str,
     namespace: &str,
     provider: &TokenProvider,
@@ -220,7 +227,11 @@ fn token_annotations(provider: &TokenProvider, minted: &Minted) -> BTreeMap<Stri
 
 /// `existing` with the freshly minted content, keeping its identity (uid, resourceVersion
 /// for the conditional write) and whatever labels and annotations others added.
-pub fn updated_secret(existing: &Secret, provider: &TokenProvider, minted: &Minted) -> Secret {
+pub(crate) fn updated_secret(
+    existing: &Secret,
+    provider: &TokenProvider,
+    minted: &Minted,
+) -> Secret {
     let fresh = build_secret(
         existing.metadata.name.as_deref().unwrap_or_default(),
         existing.metadata.namespace.as_deref().unwrap_or_default(),
@@ -244,25 +255,25 @@ pub fn updated_secret(existing: &Secret, provider: &TokenProvider, minted: &Mint
 }
 
 /// When a token Secret stops working, if it says.
-pub fn expires_at(secret: &Secret) -> Option<SystemTime> {
+pub(crate) fn expires_at(secret: &Secret) -> Option<SystemTime> {
     annotation(secret, ANNOTATION_EXPIRES_AT).and_then(parse_rfc3339)
 }
 
 /// Whether a Secret is a token Secret we minted whose credential has expired at `now`.
-pub fn expired(secret: &Secret, now: SystemTime) -> bool {
+pub(crate) fn expired(secret: &Secret, now: SystemTime) -> bool {
     is_managed(secret)
         && annotation(secret, ANNOTATION_TOKEN_SOURCE).is_some()
         && expires_at(secret).is_some_and(|at| at <= now)
 }
 
 /// Refreshes never come sooner than this after a mint, whatever the token's lifetime.
-pub const MIN_REFRESH: Duration = Duration::from_secs(2);
+pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(2);
 /// Up to this share of the lifetime is taken off the half-life, so replicas spread out.
-pub const JITTER_SHARE: f64 = 0.1;
+pub(crate) const JITTER_SHARE: f64 = 0.1;
 
 /// What the refresher should do with the Secret it found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
+pub(crate) enum Freshness {
     /// Nothing there: create it.
     Missing,
     /// A Secret of that name we do not manage: never touched.
@@ -277,7 +288,7 @@ pub enum Freshness {
 /// Decides from the Secret alone, so that every replica comes to the same answer: a Secret
 /// another replica refreshed a moment ago is fresh here too. `jitter` in `[0, 1)` is this
 /// replica's draw, taking up to [`JITTER_SHARE`] of the lifetime off the half-life.
-pub fn freshness(
+pub(crate) fn freshness(
     existing: Option<&Secret>,
     provider: &TokenProvider,
     now: SystemTime,
@@ -312,7 +323,7 @@ pub fn freshness(
 
 /// Half the lifetime, less this replica's jitter, and not sooner than [`MIN_REFRESH`] (nor
 /// later than the expiry).
-pub fn refresh_point(minted: SystemTime, expires: SystemTime, jitter: f64) -> SystemTime {
+pub(crate) fn refresh_point(minted: SystemTime, expires: SystemTime, jitter: f64) -> SystemTime {
     let lifetime = expires.duration_since(minted).unwrap_or_default();
     let jitter = jitter.clamp(0.0, 1.0) * JITTER_SHARE;
     let wait = lifetime
