@@ -64,6 +64,10 @@ fn fixture() -> Fixture {
 }
 
 fn start(f: &Fixture, extra: &[&str]) -> Serve {
+    start_with(f, &Options::default(), extra)
+}
+
+fn start_with(f: &Fixture, options: &Options, extra: &[&str]) -> Serve {
     let cert = f.volume.path("tls.crt");
     let key = f.volume.path("tls.key");
     let mut args = vec![
@@ -77,7 +81,7 @@ fn start(f: &Fixture, extra: &[&str]) -> Serve {
         "100ms",
     ];
     args.extend_from_slice(extra);
-    Serve::start(&args)
+    Serve::start_with(options, &args)
 }
 
 /// A field of /proc/PID/status in MiB (`VmHWM` is the peak resident set, `VmRSS` the current).
@@ -819,23 +823,11 @@ async fn a_stalled_stderr_does_not_stall_8000_admissions_and_dropped_lines_are_c
     const REVIEWS: usize = 8000;
     const IN_FLIGHT: usize = 32;
     let f = fixture();
-    let cert = f.volume.path("tls.crt");
-    let key = f.volume.path("tls.key");
     let options = Options {
         stall_stderr: true,
         ..Options::default()
     };
-    let serve = Serve::start_with(
-        &options,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--policy",
-            f.policy.to_str().unwrap(),
-        ],
-    );
+    let serve = start_with(&f, &options, &[]);
     serve.wait_ready_within(DEADLINE).await;
     // Every admission logs a line; the unread pipe holds about 64 KiB of them.
     let review = Bytes::from(sample("01_pod_create_replicaset.json"));
