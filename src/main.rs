@@ -8,17 +8,13 @@ use pullsecret_injector::{cmd, install_crypto_provider, telemetry};
 async fn main() -> ExitCode {
     install_crypto_provider();
     let cli = Cli::parse();
-    // A one-shot command reports its errors once, itself: the client library's own ERROR
-    // lines about the same failure would only repeat them.
-    let default_filter = match cli.command {
-        Command::Serve(_) => "info",
-        _ => "info,kube_client=off",
-    };
-    // Kept to the end of main: dropping it writes out the log lines still queued.
+    // Kept to the end of main: dropping it writes out the log lines `serve` still has queued.
     let _log_writer = match cli.command {
-        Command::Serve(_) => Some(telemetry::init_serving(cli.log_format, default_filter)),
+        Command::Serve(_) => Some(telemetry::init_serving(cli.log_format, "info")),
+        // A one-shot command reports its errors once, itself: the client library's own ERROR
+        // lines about the same failure would only repeat them.
         _ => {
-            telemetry::init_with_default(cli.log_format, default_filter);
+            telemetry::init_with_default(cli.log_format, "info,kube_client=off");
             None
         }
     };

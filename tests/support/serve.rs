@@ -320,7 +320,7 @@ fn spawn(options: &Options, args: &[&str]) -> (Child, Logs, Held, Receiver<Liste
         let mut reader = BufReader::new(stderr);
         let mut line = String::new();
         while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-            let text = line.trim_end().to_string();
+            let text = line.trim_end_matches(['\n', '\r']).to_string();
             line.clear();
             let found = listeners(&text);
             lock(&sink).push(text);
