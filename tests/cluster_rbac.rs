@@ -234,7 +234,12 @@ async fn every_request_serve_makes_is_allowed_by_the_documented_rbac() {
     .await;
 
     // A user edit lands while a ServiceAccount patch is in flight: refused, re-read (get).
-    let patches = Match::any().method("PATCH").resource("serviceaccounts");
+    // Only rbac-c's patch is held: a late patch of another namespace must not take the delay.
+    let patches = Match::any()
+        .method("PATCH")
+        .resource("serviceaccounts")
+        .namespace("rbac-c")
+        .name("default");
     let before = api.count(&patches);
     api.delay(patches.clone(), Duration::from_millis(1500), Some(1));
     api.put_namespace("rbac-c", &[]);
