@@ -268,6 +268,22 @@ async fn every_request_serve_makes_is_allowed_by_the_documented_rbac() {
         .await;
     }
 
+    // The held patch is answered only after its delay, which may outlast the waits above:
+    // wait for its refusal (422, the resourceVersion test) and the re-read that follows.
+    let rereads = Match::any()
+        .method("GET")
+        .resource("serviceaccounts")
+        .namespace("rbac-c")
+        .name("default");
+    eventually("the held patch refused and re-read", DEADLINE, || async {
+        let log = api.requests();
+        let refused = log
+            .iter()
+            .any(|r| patches.matches(r) && r.status == Some(422));
+        (refused && api.count(&rereads) > 0).then_some(())
+    })
+    .await;
+
     let requests: Vec<LoggedRequest> = api
         .requests()
         .into_iter()
