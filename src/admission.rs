@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 use tracing::{Instrument, Span, debug, field::Empty, info, warn};
 
+use crate::facts::PodJson;
 use crate::plan::{self, Namespace, Operation, PodFacts};
 use crate::quote::short;
 use crate::state::AppState;
@@ -119,20 +120,23 @@ impl std::fmt::Display for Outcome {
 // Wire types. The request side is lenient: only what we read, everything optional, strings
 // borrowed from the body (owned only when JSON escapes make them differ from it).
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewIn<'a, O> {
     #[serde(borrow, default)]
     api_version: Cow<'a, str>,
     #[serde(borrow, default)]
     kind: Cow<'a, str>,
-    #[serde(borrow)]
-    request: Option<RequestIn<'a>>,
+    #[serde(default)]
+    request: Option<RequestIn<'a, O>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+/// `O` is how `object` and `oldObject` are read: [`PodJson`] decodes them in the same pass as
+/// the rest of the body; a [`RawValue`] keeps the span of the body they occupy, to be decoded
+/// as a Pod once the request is known to be about one.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<'a, O> {
     #[serde(borrow, default)]
     uid: Cow<'a, str>,
     #[serde(borrow)]
@@ -145,14 +149,30 @@ struct RequestIn<'a> {
     namespace: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     operation: Cow<'a, str>,
-    /// Kept as the span of the body it occupies; decoded into [`PodFacts`] once the request
-    /// is known to be about a Pod.
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: Option<O>,
+    #[serde(default)]
+    old_object: Option<O>,
     #[serde(default)]
     dry_run: Option<bool>,
+}
+
+/// A request's Pod object as [`RequestIn`] read it.
+trait ObjectIn<'a> {
+    /// The Pod's facts; `None` for JSON `null`.
+    fn facts(self) -> Option<Result<PodFacts<'a>, serde_json::Error>>;
+}
+
+impl<'a> ObjectIn<'a> for &'a RawValue {
+    fn facts(self) -> Option<Result<PodFacts<'a>, serde_json::Error>> {
+        (self.get() != "null").then(|| PodFacts::from_json(self.get().as_bytes()))
+    }
+}
+
+impl<'a> ObjectIn<'a> for PodJson<'a> {
+    fn facts(self) -> Option<Result<PodFacts<'a>, serde_json::Error>> {
+        Some(self.into_facts())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,12 +216,26 @@ pub async fn respond(
     body: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Answer, AdmissionError> {
-    let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
+    // One pass: the Pod objects are decoded where they are met. A body that does not decode so
+    // (it is not an AdmissionReview, or its object is not a Pod as we read one) is read again
+    // the two-pass way, which tells what is wrong with it and lets a non-Pod object through.
+    if let Ok(review) = serde_json::from_slice::<ReviewIn<'_, PodJson<'_>>>(body) {
+        return decide(state, review, timeout).await;
+    }
+    let review: ReviewIn<'_, &RawValue> = serde_json::from_slice(body).map_err(|e| {
         AdmissionError::BadRequest(format!(
             "body is not an AdmissionReview: {}",
             json_problem(&e)
         ))
     })?;
+    decide(state, review, timeout).await
+}
+
+async fn decide<'a, O: ObjectIn<'a>>(
+    state: &AppState,
+    review: ReviewIn<'a, O>,
+    timeout: Option<Duration>,
+) -> Result<Answer, AdmissionError> {
     if review.kind != KIND || review.api_version != API_VERSION {
         return Err(AdmissionError::BadRequest(format!(
             "expected kind {KIND} apiVersion {API_VERSION}, got kind {:?} apiVersion {:?}",
@@ -251,7 +285,8 @@ pub async fn respond(
     let old_pod: Option<PodFacts<'_>> = request
         .old_object
         .filter(|_| is_update)
-        .and_then(|o| PodFacts::from_json(o.get().as_bytes()).ok());
+        .and_then(ObjectIn::facts)
+        .and_then(Result::ok);
     let operation = if is_update {
         Operation::Update {
             old: old_pod.as_ref(),
@@ -260,13 +295,13 @@ pub async fn respond(
         Operation::Create
     };
 
-    let object = request
+    let pod = request
         .object
-        .filter(|o| o.get() != "null")
-        .ok_or_else(|| AdmissionError::BadRequest("Pod request has no object".into()))?;
-    let pod = PodFacts::from_json(object.get().as_bytes()).map_err(|e| {
-        AdmissionError::BadRequest(format!("request object is not a Pod: {}", json_problem(&e)))
-    })?;
+        .and_then(ObjectIn::facts)
+        .ok_or_else(|| AdmissionError::BadRequest("Pod request has no object".into()))?
+        .map_err(|e| {
+            AdmissionError::BadRequest(format!("request object is not a Pod: {}", json_problem(&e)))
+        })?;
     if answer.namespace.is_empty() {
         answer.namespace = pod.namespace.as_deref().unwrap_or_default().to_string();
     }
@@ -595,11 +630,68 @@ mod tests {
         let text = String::from_utf8(err.body()).unwrap();
         assert!(text.contains("not a Pod"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
-        let err = serde_json::from_slice::<ReviewIn>(br#"{"kind": 42}"#).unwrap_err();
+        let Err(err) = serde_json::from_slice::<ReviewIn<&RawValue>>(br#"{"kind": 42}"#) else {
+            panic!("decoded a body whose kind is a number");
+        };
         assert_eq!(
             json_problem(&err),
             "a field has the wrong type or a required one is missing at line 1 column 11"
         );
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// The one-pass decode answers every AdmissionReview sample exactly as the two-pass one.
+    #[test]
+    fn one_pass_and_two_pass_answer_alike() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let policy_text = std::fs::read_to_string(root.join("samples-policy.yaml")).unwrap();
+        let policy = crate::policy::Policy::parse(&policy_text, "samples-policy.yaml").unwrap();
+        let state = AppState::offline(Some(policy), "pullsecret-injector");
+        let mut samples = 0;
+        let dir = root.join("reference/admission_review_samples");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let one: ReviewIn<PodJson> = serde_json::from_slice(&body).expect("one pass decodes");
+            let two: ReviewIn<&RawValue> = serde_json::from_slice(&body).unwrap();
+            let (one, two) = (
+                block_on(decide(&state, one, None)).unwrap(),
+                block_on(decide(&state, two, None)).unwrap(),
+            );
+            assert_eq!(one.body, two.body, "{}", path.display());
+            assert_eq!(one.result, two.result, "{}", path.display());
+            samples += 1;
+        }
+        assert!(samples >= 5, "only {samples} samples found");
+    }
+
+    /// An object of another kind that does not read as a Pod is let through, as before the
+    /// one-pass decode; a Pod request with the same object is refused.
+    #[test]
+    fn another_kind_whose_object_is_no_pod_shape_is_allowed() {
+        let body = |kind: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u-1","kind":{kind},"namespace":"ns","operation":"CREATE","object":{{"spec":{{"containers":5}}}}}}}}"#
+            )
+        };
+        let state = AppState::offline(None, "pullsecret-injector");
+        let deployment = body(r#"{"group":"apps","version":"v1","kind":"Deployment"}"#);
+        let answer = block_on(respond(&state, deployment.as_bytes(), None)).unwrap();
+        assert_eq!(answer.result, Outcome::Unchanged);
+        let text = String::from_utf8(answer.body).unwrap();
+        assert!(text.contains(r#""uid":"u-1","allowed":true"#), "{text}");
+        let pod = body(r#"{"group":"","version":"v1","kind":"Pod"}"#);
+        let err = block_on(respond(&state, pod.as_bytes(), None)).unwrap_err();
+        assert!(err.to_string().contains("not a Pod"), "{err}");
     }
 
     #[test]

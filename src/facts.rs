@@ -69,7 +69,7 @@ impl<'a> PodFacts<'a> {
     /// Decodes a Pod object (JSON). A field we read with the wrong type is an error, as is an
     /// `apiVersion`/`kind` other than `v1`/`Pod`; everything else is skipped unread.
     pub fn from_json(json: &'a [u8]) -> Result<Self, serde_json::Error> {
-        let raw: RawPod<'a> = serde_json::from_slice(json)?;
+        let raw: PodJson<'a> = serde_json::from_slice(json)?;
         raw.into_facts()
     }
 
@@ -169,9 +169,11 @@ fn borrowed<'a>(name: &'a str, image: Option<&'a str>) -> ContainerFacts<'a> {
 // ---------------------------------------------------------------------------------------------
 // The wire shape: only what we read; serde skips the rest (unknown fields are ignored).
 
+/// A Pod object as it is decoded, before [`into_facts`](Self::into_facts) checks its type
+/// header. A field of a larger document can be decoded as this, in the same pass as the rest.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawPod<'a> {
+pub(crate) struct PodJson<'a> {
     #[serde(borrow, default)]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -269,8 +271,8 @@ impl<'de> Deserialize<'de> for Str<'de> {
     }
 }
 
-impl<'a> RawPod<'a> {
-    fn into_facts(self) -> Result<PodFacts<'a>, serde_json::Error> {
+impl<'a> PodJson<'a> {
+    pub(crate) fn into_facts(self) -> Result<PodFacts<'a>, serde_json::Error> {
         use serde::de::Error;
         // As k8s-openapi's Pod: a type header, when present, must say Pod.
         if self.api_version.as_deref().is_some_and(|v| v != "v1") {

@@ -51,6 +51,21 @@ impl PolicyStore {
     }
 }
 
+/// The label kube-apiserver sets on every Namespace, to the namespace's name (immutable;
+/// the NamespaceDefaultLabelName feature, on since Kubernetes 1.21).
+pub(crate) const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// `labels` as the API server shows them on `namespace`: with [`NAME_LABEL`] set.
+pub(crate) fn with_name_label(
+    mut labels: BTreeMap<String, String>,
+    namespace: &str,
+) -> BTreeMap<String, String> {
+    labels
+        .entry(NAME_LABEL.to_string())
+        .or_insert_with(|| namespace.to_string());
+    labels
+}
+
 /// Namespace labels from a watch cache (rule selectors need them).
 pub(crate) trait NamespaceLabels: Send + Sync {
     /// `None` when the namespace is not (yet) known to the cache.
@@ -154,7 +169,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub(crate) health: Arc<Health>,
     /// Always excluded from injection.
-    pub(crate) webhook_namespace: String,
+    pub(crate) webhook_namespace: Arc<str>,
     pub copy_deadline: Duration,
 }
 
@@ -172,7 +187,7 @@ impl AppState {
             pull_secrets: None,
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::default()),
-            webhook_namespace: webhook_namespace.to_string(),
+            webhook_namespace: webhook_namespace.into(),
             copy_deadline: Duration::from_secs(1),
         }
     }

@@ -104,7 +104,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         pull_secrets: cluster.as_ref().map(|p| p.cluster.pull_secrets.clone()),
         metrics: metrics.clone(),
         health: health.clone(),
-        webhook_namespace: args.namespace.clone(),
+        webhook_namespace: args.namespace.as_str().into(),
         copy_deadline: args.copy_deadline,
     };
 
