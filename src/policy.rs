@@ -1094,7 +1094,7 @@ impl NotApplied<'_> {
                 let given: Vec<String> = labels
                     .iter()
                     // The apiserver sets this one on every namespace; it is not news.
-                    .filter(|(k, _)| k.as_str() != "kubernetes.io/metadata.name")
+                    .filter(|(k, _)| k.as_str() != crate::state::NAME_LABEL)
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
                 format!(

@@ -280,10 +280,7 @@ fn apply_policy(
         "metadata": {"name": "explain", "namespace": args.namespace},
         "spec": {"containers": [{"name": "explain", "image": args.image}]},
     }))?;
-    let mut labels = args.namespace_labels.clone();
-    labels
-        .entry("kubernetes.io/metadata.name".to_string())
-        .or_insert_with(|| args.namespace.clone());
+    let labels = crate::state::with_name_label(args.namespace_labels.clone(), &args.namespace);
     let namespace = Namespace {
         name: &args.namespace,
         labels: Some(&labels),

@@ -48,10 +48,7 @@ pub async fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let mut labels = args.namespace_labels.clone();
-    labels
-        .entry("kubernetes.io/metadata.name".to_string())
-        .or_insert_with(|| namespace.clone());
+    let labels = crate::state::with_name_label(args.namespace_labels.clone(), &namespace);
     if let Some(note) = service_account_note(&policy, &body, &namespace, &labels, &args) {
         eprintln!("note: {note}");
     }

@@ -1,35 +1,15 @@
-//! What the watch caches keep of each object: only what a decision reads. Applied to every
-//! watched object on its way into a reflector store (kube-runtime's stream `modify`), so a
-//! cluster's size costs its names and labels, not the API server's bookkeeping.
+//! What the Secret watch caches keep of each object: only what a decision reads. Applied to
+//! every watched Secret on its way into a reflector store (kube-runtime's stream `modify`), so
+//! a cluster's size costs its names and labels, not the API server's bookkeeping. (The
+//! Namespace cache keeps its own compact entries: `k8s::namespaces`.)
 //!
 //! `managedFields` is the bulk: a real API server records one entry per field manager, often
 //! larger than the object itself. Dropping it from a cached Secret is safe for our writes: a
 //! replace that omits `managedFields` leaves the server's record as it was.
 
-use k8s_openapi::api::core::v1::{Namespace, NamespaceStatus, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Secret;
 
 use super::copy;
-
-/// A Namespace as the cache needs it: name, labels (rule selectors), and whether it is being
-/// deleted (deletionTimestamp, status phase). Annotations go too: we never write a Namespace,
-/// and kubectl's last-applied copy can be large. So do uid and resourceVersion: the store
-/// keys by name alone, the watcher resumes from the versions it saw before this step, and
-/// the store would keep each twice (object and key).
-pub(crate) fn namespace(ns: &mut Namespace) {
-    let meta = std::mem::take(&mut ns.metadata);
-    ns.metadata = ObjectMeta {
-        name: meta.name,
-        labels: meta.labels,
-        deletion_timestamp: meta.deletion_timestamp,
-        ..ObjectMeta::default()
-    };
-    ns.spec = None;
-    ns.status = ns.status.take().map(|status| NamespaceStatus {
-        phase: status.phase,
-        conditions: None,
-    });
-}
 
 /// A Secret of a watched name, for a cache whose policy takes sources from
 /// `source_namespace`: everything but `managedFields`, and for one of our copies everywhere
@@ -60,7 +40,7 @@ fn is_copy(secret: &Secret, source_namespace: &str) -> bool {
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
     use std::collections::BTreeMap;
 
     fn managed_fields() -> Option<Vec<ManagedFieldsEntry>> {
@@ -78,39 +58,6 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
-    }
-
-    #[test]
-    fn a_namespace_keeps_what_selectors_and_termination_read() {
-        let deleted = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let mut ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some("team-a".into()),
-                labels: map(&[("team", "shop")]),
-                annotations: map(&[("kubectl.kubernetes.io/last-applied-configuration", "{}")]),
-                managed_fields: managed_fields(),
-                deletion_timestamp: Some(deleted.clone()),
-                resource_version: Some("42".into()),
-                uid: Some("u-1".into()),
-                ..ObjectMeta::default()
-            },
-            status: Some(NamespaceStatus {
-                phase: Some("Terminating".into()),
-                conditions: Some(vec![Default::default()]),
-            }),
-            ..Namespace::default()
-        };
-        namespace(&mut ns);
-        assert_eq!(ns.metadata.name.as_deref(), Some("team-a"));
-        assert_eq!(ns.metadata.labels, map(&[("team", "shop")]));
-        assert_eq!(ns.metadata.deletion_timestamp, Some(deleted));
-        assert_eq!(ns.metadata.resource_version, None);
-        assert_eq!(ns.metadata.uid, None);
-        assert_eq!(ns.metadata.annotations, None);
-        assert_eq!(ns.metadata.managed_fields, None);
-        let status = ns.status.expect("phase kept");
-        assert_eq!(status.phase.as_deref(), Some("Terminating"));
-        assert_eq!(status.conditions, None);
     }
 
     fn dockerconfigjson(body: &[u8]) -> Option<BTreeMap<String, ByteString>> {

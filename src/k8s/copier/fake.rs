@@ -182,7 +182,6 @@ pub(super) struct Harness {
     pub(super) policy: Arc<PolicyStore>,
     pub(super) triggers: UnboundedSender<Trigger>,
     secrets: Writer<Secret>,
-    _namespaces: Writer<Namespace>,
 }
 
 impl Harness {
@@ -190,15 +189,14 @@ impl Harness {
     /// background loop running.
     pub(super) fn start() -> Self {
         crate::install_crypto_provider();
-        let (ns_store, mut ns_writer) = reflector::store();
-        ns_writer.apply_watcher_event(&watcher::Event::Apply(Namespace {
+        let namespaces = Arc::new(NamespaceCache::new());
+        namespaces.apply(&watcher::Event::Apply(Namespace {
             metadata: ObjectMeta {
                 name: Some(TARGET_NS.into()),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()
         }));
-        let namespaces = Arc::new(NamespaceCache::new(ns_store));
         // Never called: no watch is started, the store below is handed in directly.
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
         let client = kube::Client::try_from(config).expect("a client");
@@ -228,7 +226,6 @@ impl Harness {
             policy,
             triggers: trigger_tx,
             secrets: writer,
-            _namespaces: ns_writer,
         }
     }
 
