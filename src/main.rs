@@ -4,12 +4,6 @@ use clap::{CommandFactory, Parser};
 use pullsecret_injector::cli::{Cli, Command};
 use pullsecret_injector::{cmd, install_crypto_provider, telemetry};
 
-/// Thread-local free lists: an admission's allocations cost less than with glibc's malloc
-/// (docs/performance.md, "Issue 13 measurements, round 3").
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     install_crypto_provider();
