@@ -80,7 +80,7 @@ impl AdmissionError {
 }
 
 /// What `respond` answered, with the facts the handler logs and counts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Answer {
     /// The AdmissionReview response JSON.
     pub body: Vec<u8>,
@@ -93,11 +93,12 @@ pub struct Answer {
 }
 
 /// What an admitted request got: the label of the `result` metric and the log field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Outcome {
     /// A JSON patch was sent.
     Patched,
     /// Allowed as it is, no patch.
+    #[default]
     Unchanged,
 }
 
@@ -216,11 +217,24 @@ pub async fn respond(
     body: &[u8],
     timeout: Option<Duration>,
 ) -> Result<Answer, AdmissionError> {
+    let mut answer = Answer::default();
+    respond_into(state, body, timeout, &mut answer).await?;
+    Ok(answer)
+}
+
+/// [`respond`], filling `answer` as the request is read: a request refused after its uid,
+/// namespace or Pod name were read leaves them there for the log line.
+async fn respond_into(
+    state: &AppState,
+    body: &[u8],
+    timeout: Option<Duration>,
+    answer: &mut Answer,
+) -> Result<(), AdmissionError> {
     // One pass: the Pod objects are decoded where they are met. A body that does not decode so
     // (it is not an AdmissionReview, or its object is not a Pod as we read one) is read again
     // the two-pass way, which tells what is wrong with it and lets a non-Pod object through.
     if let Ok(review) = serde_json::from_slice::<ReviewIn<'_, PodJson<'_>>>(body) {
-        return decide(state, review, timeout).await;
+        return decide(state, review, timeout, answer).await;
     }
     let review: ReviewIn<'_, &RawValue> = serde_json::from_slice(body).map_err(|e| {
         AdmissionError::BadRequest(format!(
@@ -228,14 +242,15 @@ pub async fn respond(
             json_problem(&e)
         ))
     })?;
-    decide(state, review, timeout).await
+    decide(state, review, timeout, answer).await
 }
 
 async fn decide<'a, O: ObjectIn<'a>>(
     state: &AppState,
     review: ReviewIn<'a, O>,
     timeout: Option<Duration>,
-) -> Result<Answer, AdmissionError> {
+    answer: &mut Answer,
+) -> Result<(), AdmissionError> {
     if review.kind != KIND || review.api_version != API_VERSION {
         return Err(AdmissionError::BadRequest(format!(
             "expected kind {KIND} apiVersion {API_VERSION}, got kind {:?} apiVersion {:?}",
@@ -254,14 +269,9 @@ async fn decide<'a, O: ObjectIn<'a>>(
     // Recorded as soon as known, so that everything logged for this request carries them.
     let span = Span::current();
     span.record("uid", short(&request.uid).as_ref());
-
-    let mut answer = Answer {
-        body: Vec::new(),
-        uid: request.uid.to_string(),
-        namespace: request.namespace.as_deref().unwrap_or_default().to_string(),
-        pod: request.name.as_deref().unwrap_or_default().to_string(),
-        result: Outcome::Unchanged,
-    };
+    answer.uid = request.uid.to_string();
+    answer.namespace = request.namespace.as_deref().unwrap_or_default().to_string();
+    answer.pod = request.name.as_deref().unwrap_or_default().to_string();
 
     let is_pod = request
         .kind
@@ -272,14 +282,14 @@ async fn decide<'a, O: ObjectIn<'a>>(
         "UPDATE" => true,
         _ => {
             answer.body = encode(&request.uid, None, Vec::new())?;
-            return Ok(answer);
+            return Ok(());
         }
     };
     if !is_pod {
         span.record("namespace", short(&answer.namespace).as_ref());
         span.record("pod", short(&answer.pod).as_ref());
         answer.body = encode(&request.uid, None, Vec::new())?;
-        return Ok(answer);
+        return Ok(());
     }
     // The old Pod only sharpens UPDATE warnings; one that does not decode is left out.
     let old_pod: Option<PodFacts<'_>> = request
@@ -327,7 +337,7 @@ async fn decide<'a, O: ObjectIn<'a>>(
             None,
             vec!["pullsecret-injector has no policy loaded yet; no pull secrets were added".into()],
         )?;
-        return Ok(answer);
+        return Ok(());
     };
     let mut deadline = match timeout {
         Some(t) => state.copy_deadline.min(t.saturating_sub(TIMEOUT_MARGIN)),
@@ -390,8 +400,15 @@ async fn decide<'a, O: ObjectIn<'a>>(
         && !dry_run
         && !decision.secrets.is_empty()
     {
+        // Copies made for this Pod are logged with the request they were made for.
+        let copying = tracing::info_span!(
+            "copying",
+            uid = %short(&answer.uid),
+            pod = %short(&answer.pod)
+        );
         let warnings = ensurer
             .ensure(&answer.namespace, &decision.secrets, deadline)
+            .instrument(copying)
             .await;
         decision.warnings.extend(warnings);
     }
@@ -405,7 +422,7 @@ async fn decide<'a, O: ObjectIn<'a>>(
         Some(bytes)
     };
     answer.body = encode(&request.uid, patch.as_deref(), decision.warnings)?;
-    Ok(answer)
+    Ok(())
 }
 
 /// What is wrong with a JSON document, without quoting it: serde's message repeats the
@@ -522,39 +539,47 @@ fn query_timeout(uri: &Uri) -> Option<Duration> {
 }
 
 /// POST /mutate. `uri` carries the apiserver's `?timeout=<Go duration>`.
+///
+/// One log line per request, written once it is answered, carries the request's uid,
+/// namespace and Pod (each cut short, left out while unknown) and the result. The `admission`
+/// span exists only at debug level, so that what is logged while deciding carries them too.
 pub(crate) async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes) -> Response {
-    let span = tracing::info_span!(
-        "admission",
-        uid = Empty,
-        namespace = Empty,
-        pod = Empty,
-        result = Empty
-    );
+    let span = tracing::debug_span!("admission", uid = Empty, namespace = Empty, pod = Empty);
     let started = Instant::now();
-    let outcome = respond(&state, &body, query_timeout(&uri))
-        .instrument(span.clone())
+    let mut answer = Answer::default();
+    let outcome = respond_into(&state, &body, query_timeout(&uri), &mut answer)
+        .instrument(span)
         .await;
     state
         .metrics
         .latency
         .observe(started.elapsed().as_secs_f64());
-    let _entered = span.enter();
+    let (uid, namespace, pod) = (
+        known(&answer.uid),
+        known(&answer.namespace),
+        known(&answer.pod),
+    );
+    let (uid, namespace, pod) = (uid.as_deref(), namespace.as_deref(), pod.as_deref());
     match outcome {
-        Ok(answer) => {
-            record(&span, &answer);
-            state.metrics.request(answer.result.as_str());
+        Ok(()) => {
+            let result = answer.result.as_str();
+            state.metrics.request(result);
             if answer.result == Outcome::Patched {
                 state.metrics.patches.inc();
             }
-            info!("admitted");
+            info!(uid, namespace, pod, result, "admitted");
             ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
         }
         Err(err) => {
-            span.record("result", err.metric_label());
-            state.metrics.request(err.metric_label());
+            let result = err.metric_label();
+            state.metrics.request(result);
             match &err {
-                AdmissionError::BadRequest(detail) => warn!(%detail, "rejected a request body"),
-                AdmissionError::Internal(detail) => tracing::error!(%detail, "internal error"),
+                AdmissionError::BadRequest(detail) => {
+                    warn!(uid, namespace, pod, result, %detail, "rejected a request body")
+                }
+                AdmissionError::Internal(detail) => {
+                    tracing::error!(uid, namespace, pod, result, %detail, "internal error")
+                }
             }
             (
                 err.status(),
@@ -566,9 +591,9 @@ pub(crate) async fn mutate(State(state): State<AppState>, uri: Uri, body: Bytes)
     }
 }
 
-/// Only the result: `respond` recorded uid, namespace and pod (each once, cut short).
-fn record(span: &Span, answer: &Answer) {
-    span.record("result", answer.result.as_str());
+/// A log field's value: cut short, and absent rather than empty.
+fn known(value: &str) -> Option<Cow<'_, str>> {
+    (!value.is_empty()).then(|| short(value))
 }
 
 #[cfg(test)]

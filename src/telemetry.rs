@@ -27,7 +27,8 @@ const BATCH_WAIT: Duration = Duration::from_millis(20);
 /// How long the end of `serve` waits for the last lines to be written.
 const FINAL_WAIT: Duration = Duration::from_secs(1);
 
-static DROPPED: OnceLock<Arc<LogQueue>> = OnceLock::new();
+/// `serve`'s log buffer, read by the dropped-lines metric.
+static QUEUE: OnceLock<Arc<LogQueue>> = OnceLock::new();
 
 /// Logging for the one-shot commands; `default_filter` applies when `RUST_LOG` is not set.
 pub fn init_with_default(format: LogFormat, default_filter: &str) {
@@ -39,14 +40,14 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
 /// is still buffered.
 pub fn init_serving(format: LogFormat, default_filter: &str) -> LogGuard {
     let (queue, guard) = LogQueue::start(std::io::stderr());
-    let _ = DROPPED.set(queue.clone());
+    let _ = QUEUE.set(queue.clone());
     install(format, default_filter, QueueWriter(queue));
     guard
 }
 
 /// Log lines dropped because the buffer was full (0 outside `serve`).
 pub(crate) fn dropped_log_lines() -> u64 {
-    DROPPED
+    QUEUE
         .get()
         .map_or(0, |queue| queue.dropped.load(Ordering::Relaxed))
 }
@@ -127,10 +128,16 @@ impl LogQueue {
             // A failed write loses this batch, not the next ones.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
             batch.clear();
-            if closing && self.lock().lines.is_empty() {
-                self.lock().done = true;
-                self.written.notify_all();
-                return;
+            if closing {
+                // Checked and marked under one lock: a line that comes after the check is
+                // written by the next round, never left behind a thread that says it is done.
+                let mut pending = self.lock();
+                if pending.lines.is_empty() {
+                    pending.done = true;
+                    drop(pending);
+                    self.written.notify_all();
+                    return;
+                }
             }
         }
     }
