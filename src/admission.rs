@@ -688,10 +688,10 @@ mod tests {
             let body = std::fs::read(&path).unwrap();
             let one: ReviewIn<PodJson> = serde_json::from_slice(&body).expect("one pass decodes");
             let two: ReviewIn<&RawValue> = serde_json::from_slice(&body).unwrap();
-            let (one, two) = (
-                block_on(decide(&state, one, None)).unwrap(),
-                block_on(decide(&state, two, None)).unwrap(),
-            );
+            let (mut a, mut b) = (Answer::default(), Answer::default());
+            block_on(decide(&state, one, None, &mut a)).unwrap();
+            block_on(decide(&state, two, None, &mut b)).unwrap();
+            let (one, two) = (a, b);
             assert_eq!(one.body, two.body, "{}", path.display());
             assert_eq!(one.result, two.result, "{}", path.display());
             samples += 1;
