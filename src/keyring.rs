@@ -275,18 +275,24 @@ struct GoUrl {
 impl GoUrl {
     /// `ParseSchemelessURL`: `url.Parse("https://" + s)`.
     fn parse_schemeless(s: &str) -> Option<Self> {
-        Self::parse_after_scheme(&format!("//{s}"))
+        Self::parse_after_slashes(s)
     }
 
     /// `url.Parse` of `scheme ":" rest` where `rest` starts with `//`.
     fn parse_after_scheme(rest: &str) -> Option<Self> {
+        // Stripping `//` before the fragment and query are split off is the same as after:
+        // neither holds a `#` or `?`.
+        Self::parse_after_slashes(rest.strip_prefix("//")?)
+    }
+
+    /// `url.Parse` of `scheme "://" rest`.
+    fn parse_after_slashes(rest: &str) -> Option<Self> {
         let (rest, fragment) = rest.split_once('#').unwrap_or((rest, ""));
         if rest.bytes().any(|b| b < 0x20 || b == 0x7f) {
             return None;
         }
         unescape(fragment, Mode::Other)?;
         let rest = rest.split_once('?').map_or(rest, |(before, _query)| before);
-        let rest = rest.strip_prefix("//")?;
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),

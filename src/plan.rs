@@ -12,7 +12,7 @@ pub use crate::facts::PodFacts;
 use crate::facts::PodImage as FactsImage;
 use crate::keyring::SchemelessUrl;
 use crate::policy::{NamespaceVerdict, Policy};
-use crate::reference::ImageRef;
+use crate::reference;
 
 /// Annotation naming what was injected: `rule=secret` pairs, comma-separated, rule order.
 pub const INJECTED_ANNOTATION: &str = "pullsecret-injector.io/injected";
@@ -120,8 +120,8 @@ pub fn plan(
     let mut unknown_labels: Vec<usize> = Vec::new();
     let mut rules: Vec<usize> = Vec::new();
     for image in images {
-        let target = match ImageRef::parse(image.image) {
-            Ok(reference) => reference.lookup_target(),
+        let target = match reference::lookup_target(image.image) {
+            Ok(target) => target,
             // Already warned about when it was new.
             Err(_) if is_old(image.image) => continue,
             Err(err) => {

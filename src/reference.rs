@@ -85,17 +85,14 @@ impl ImageRef {
     /// `ParseNormalizedNamed`: familiar names become fully qualified, `index.docker.io`
     /// folds to `docker.io`. Tag and digest are kept as written (no `latest` default).
     pub fn parse(image: &str) -> Result<Self, ReferenceError> {
-        if is_identifier(image) {
-            return Err(ReferenceError::Identifier64Hex);
-        }
-        let (domain, remainder) = split_docker_domain(image);
-        // The lowercase check covers everything up to the first ':' of the remainder,
-        // which may include an `@algorithm` when there is no tag (upstream quirk kept).
-        let remote = remainder.split(':').next().unwrap_or_default();
-        if go_to_lower(remote) != remote {
-            return Err(ReferenceError::NameContainsUppercase);
-        }
-        parse_reference(&format!("{domain}/{remainder}"))
+        let normalized = normalize(image)?;
+        let m = parse_reference(&normalized)?;
+        Ok(ImageRef {
+            registry: m.domain.unwrap_or_default().to_owned(),
+            repository: m.path.to_owned(),
+            tag: m.tag.map(str::to_owned),
+            digest: m.digest.map(str::to_owned),
+        })
     }
 
     /// `Name()`: `registry/repository` (just the repository when there is no registry).
@@ -149,12 +146,46 @@ impl ImageRef {
     }
 }
 
+/// The lookup target (`registry/repository`) of an image as written: what
+/// `ImageRef::parse(image)?.lookup_target()` returns, with one allocation instead of several
+/// (the request path parses every image of every Pod).
+pub fn lookup_target(image: &str) -> Result<String, ReferenceError> {
+    let mut normalized = normalize(image)?;
+    // The name is the start of the normalized string: `name (":" tag)? ("@" digest)?`.
+    let name_len = parse_reference(&normalized)?.name.len();
+    normalized.truncate(name_len);
+    Ok(normalized)
+}
+
+/// `ParseNormalizedNamed` up to the final `Parse`: the `domain/remainder` string it parses.
+fn normalize(image: &str) -> Result<String, ReferenceError> {
+    if is_identifier(image) {
+        return Err(ReferenceError::Identifier64Hex);
+    }
+    let (domain, official, remote) = split_docker_domain(image);
+    // The lowercase check covers everything up to the first ':' of the remainder,
+    // which may include an `@algorithm` when there is no tag (upstream quirk kept). The
+    // `library/` prefix, when added, is lowercase and has no ':'.
+    let head = remote.split(':').next().unwrap_or_default();
+    if go_to_lower(head) != head {
+        return Err(ReferenceError::NameContainsUppercase);
+    }
+    let prefix = if official { OFFICIAL_REPO_PREFIX } else { "" };
+    let mut out = String::with_capacity(domain.len() + 1 + prefix.len() + remote.len());
+    out.push_str(domain);
+    out.push('/');
+    out.push_str(prefix);
+    out.push_str(remote);
+    Ok(out)
+}
+
 /// `splitDockerDomain`: decides from the first `/`-component alone whether it names a
 /// registry. No `/` at all means a Docker Hub image (so `localhost:5000` is `library/localhost`
-/// with tag `5000`).
-fn split_docker_domain(name: &str) -> (&str, String) {
+/// with tag `5000`). Returns the domain, whether `library/` goes before the remote name, and
+/// the remote name.
+fn split_docker_domain(name: &str) -> (&str, bool, &str) {
     let Some((maybe_domain, maybe_remote)) = name.split_once('/') else {
-        return (DEFAULT_DOMAIN, format!("{OFFICIAL_REPO_PREFIX}{name}"));
+        return (DEFAULT_DOMAIN, true, name);
     };
     let (domain, remote) = if maybe_domain == LOCALHOST {
         (maybe_domain, maybe_remote)
@@ -165,15 +196,15 @@ fn split_docker_domain(name: &str) -> (&str, String) {
     } else {
         (DEFAULT_DOMAIN, name)
     };
-    if domain == DEFAULT_DOMAIN && !remote.contains('/') {
-        (domain, format!("{OFFICIAL_REPO_PREFIX}{remote}"))
-    } else {
-        (domain, remote.to_owned())
-    }
+    (
+        domain,
+        domain == DEFAULT_DOMAIN && !remote.contains('/'),
+        remote,
+    )
 }
 
 /// `Parse` on the already split `domain/remainder` string.
-fn parse_reference(s: &str) -> Result<ImageRef, ReferenceError> {
+fn parse_reference(s: &str) -> Result<Matched<'_>, ReferenceError> {
     if s.is_empty() {
         return Err(ReferenceError::NameEmpty);
     }
@@ -190,15 +221,12 @@ fn parse_reference(s: &str) -> Result<ImageRef, ReferenceError> {
     if let Some(digest) = m.digest {
         validate_digest(digest)?;
     }
-    Ok(ImageRef {
-        registry: m.domain.unwrap_or_default().to_owned(),
-        repository: m.path.to_owned(),
-        tag: m.tag.map(str::to_owned),
-        digest: m.digest.map(str::to_owned),
-    })
+    Ok(m)
 }
 
 struct Matched<'a> {
+    /// `domain "/" path`, or `path` alone: the start of the matched string.
+    name: &'a str,
     domain: Option<&'a str>,
     path: &'a str,
     tag: Option<&'a str>,
@@ -236,6 +264,7 @@ fn match_reference(s: &str) -> Option<Matched<'_>> {
         && is_remote_name(path)
     {
         return Some(Matched {
+            name,
             domain: Some(domain),
             path,
             tag,
@@ -244,6 +273,7 @@ fn match_reference(s: &str) -> Option<Matched<'_>> {
     }
     if is_remote_name(name) {
         return Some(Matched {
+            name,
             domain: None,
             path: name,
             tag,

@@ -6,7 +6,7 @@ mod support {
 }
 
 use pullsecret_injector::keyring::{Keyring, index_key, is_default_registry_match, urls_match};
-use pullsecret_injector::reference::ImageRef;
+use pullsecret_injector::reference::{ImageRef, lookup_target};
 use serde_json::Value;
 use support::shared::reference_json;
 
@@ -91,6 +91,18 @@ fn image_references_normalize_like_the_kubelet() {
                     ));
                 }
             }
+        }
+        // The request path's direct lookup target: the same target, or the same error.
+        let expected = if flag(case, "valid") {
+            Ok(text(case, "kubelet_lookup_target"))
+        } else {
+            Err(text(case, "error"))
+        };
+        let direct = lookup_target(input);
+        if direct.as_deref().map_err(|e| e.class()) != expected {
+            failures.push(format!(
+                "#{id} {input:?}: lookup_target = {direct:?}, expected {expected:?}"
+            ));
         }
     }
     report("image_refs", cases.len(), &failures);
