@@ -916,9 +916,9 @@ pub(crate) fn admission_warnings(
     let images: Vec<(String, String)> = pod
         .images()
         .filter_map(|i| {
-            ImageRef::parse(i.image)
+            crate::reference::lookup_target(i.image)
                 .ok()
-                .map(|r| (i.image.to_string(), r.lookup_target()))
+                .map(|target| (i.image.to_string(), target))
         })
         .collect();
     let mut out = Vec::new();
